@@ -6,7 +6,7 @@ here is plain Python so it is tested with a fake host.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
@@ -73,9 +73,7 @@ class DnpResult:
     interrupted: bool = False
 
 
-def run_auto_dnp(
-    host: DnpHost, args: DnpArgs, user_negatives: Sequence[str], batch_size: int
-) -> DnpResult:
+def run_auto_dnp(host: DnpHost, args: DnpArgs, user_negatives: Sequence[str], batch_size: int) -> DnpResult:
     """DNS per seed, caption each batch in one call, merge with the user's negatives, equalise chunks.
 
     Skip drops the batch being prepared from the run (with one shared DNS image, every batch);
@@ -126,16 +124,30 @@ def run_auto_dnp(
     if not args.per_image:
         result.captions = [result.captions[0]] * n
 
-    for k, indices in enumerate(plan.batches):
-        if k in skipped:
-            continue
-        if k in done:
+    for k in sorted(done):
+        if k not in skipped:
             result.dns_images.extend(done[k][1])
             result.dns_infotexts.extend(done[k][2])
-        merged = [
-            merge_negative(user_negatives[i], caption_to_negative(result.captions[i]), args.merge) for i in indices
-        ]
-        for i, neg in zip(indices, equalize_chunks(merged, host.count_chunks)):
-            result.negatives[i] = neg
+    kept = [b for k, b in enumerate(plan.batches) if k not in skipped]
+    merged = negatives_for(user_negatives, result.captions, args.merge, kept, host.count_chunks)
+    for b in kept:
+        for i in b:
+            result.negatives[i] = merged[i]
     result.skipped_batches = sorted(skipped)
     return result
+
+
+def negatives_for(
+    user_negatives: Sequence[str],
+    captions: Sequence[str],
+    merge: str,
+    batches: Sequence[Sequence[int]],
+    count_chunks: Callable[[str], int],
+) -> list[str]:
+    """Each image's user negative merged with its n*, chunk counts equal within each batch."""
+    out = list(user_negatives)
+    for indices in batches:
+        merged = [merge_negative(user_negatives[i], caption_to_negative(captions[i]), merge) for i in indices]
+        for i, neg in zip(indices, equalize_chunks(merged, count_chunks)):
+            out[i] = neg
+    return out

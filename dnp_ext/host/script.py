@@ -1,0 +1,68 @@
+"""The WebUI Script class (A1111 and Forge): arguments in, per-image negatives out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modules import scripts
+from modules.shared import state
+
+from .. import TITLE, ui
+from ..args import DnpArgs, DnpArgsError, from_script_args
+from ..pipeline import DnpPlan, DnpResult, run_auto_dnp
+from . import current
+from .webui import RunAdapter, apply_result, as_dnp_error, fail_run
+
+RESULT_ATTR = "_dnp_result"
+
+
+class DnpScript(scripts.Script):
+    def title(self) -> str:
+        return TITLE
+
+    def show(self, is_img2img: bool) -> Any:
+        return False if is_img2img else scripts.AlwaysVisible
+
+    def ui(self, is_img2img: bool) -> list[Any]:
+        host = current()
+        controls = ui.build("dnp_txt2img", captioners=host.captioners(), note=host.captioner_note())
+        self.infotext_fields = controls.infotext_fields()
+        self.paste_field_names = []
+        return controls.inputs()
+
+    def process(self, p: Any, *script_args: Any) -> None:
+        setattr(p, RESULT_ATTR, None)
+        try:
+            args = from_script_args(script_args)
+            if args.enabled:
+                current().check_captioner(args.captioner)
+        except DnpArgsError as e:
+            fail_run(p, as_dnp_error(e))
+            return
+        if args.enabled and p.all_prompts:
+            self._run(p, args)
+
+    def _run(self, p: Any, args: DnpArgs) -> None:
+        host = current()
+        plan = DnpPlan.make(len(p.all_prompts), p.batch_size, args.per_image)
+        state.job_count = (p.n_iter if state.job_count == -1 else state.job_count) + plan.jobs
+        try:
+            result = run_auto_dnp(RunAdapter(host, p, args), args, p.all_negative_prompts, p.batch_size)
+        except Exception as e:
+            fail_run(p, as_dnp_error(e))
+            return
+        if result.interrupted:
+            return  # the main loop sees state.interrupted and samples nothing
+        apply_result(p, args, result, host)
+        state.textinfo = "DNP: generating with the diffusion-negative prompts"
+        setattr(p, RESULT_ATTR, result)
+
+    def postprocess(self, p: Any, processed: Any, *script_args: Any) -> None:
+        result: DnpResult | None = getattr(p, RESULT_ATTR, None)
+        if result is None:
+            return
+        args = from_script_args(script_args)
+        if args.show_dns and result.dns_images:
+            # after the generated images, in seed order; their infotext marks them as DNS images
+            processed.images.extend(result.dns_images)
+            processed.infotexts.extend(result.dns_infotexts)

@@ -1,0 +1,104 @@
+"""The txt2img accordion (plain gradio, works on gradio 3.41 and 4.x)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from . import TITLE
+from .args import CAPTIONERS, DEFAULT_DNS_SCALE, MAX_DNS_STEPS, DnpArgs
+from .infotext import KEY_CAPTIONER, KEY_DNP, KEY_DNS_SCALE, KEY_DNS_STEPS, parse_pasted
+from .negatives import MERGE_MODES
+
+CAPTIONER_LABELS = {
+    "blip2": "blip2 (BLIP-2 OPT-2.7b, the paper's)",
+    "blip": "blip (BLIP large, lighter)",
+    "webui-blip": "webui-blip (the WebUI's interrogator)",
+}
+
+
+@dataclass
+class DnpControls:
+    """The accordion's inputs, in ``args.FIELD_NAMES`` order (the Script's positional args)."""
+
+    enabled: Any
+    captioner: Any
+    dns_scale: Any
+    dns_steps: Any
+    merge: Any
+    per_image: Any
+    show_dns: Any
+
+    def inputs(self) -> list[Any]:
+        return [self.enabled, self.captioner, self.dns_scale, self.dns_steps, self.merge, self.per_image, self.show_dns]
+
+    def infotext_fields(self) -> list[tuple[Any, Any]]:
+        """Paste mapping: settings come back, Auto-DNP stays off (the negative already holds n*)."""
+
+        def field(name: str):
+            return lambda params: parse_pasted(params).get(name)
+
+        return [
+            (self.enabled, field("enabled")),
+            (self.captioner, field("captioner")),
+            (self.dns_scale, field("dns_scale")),
+            (self.dns_steps, field("dns_steps")),
+            (self.merge, field("merge")),
+            (self.per_image, field("per_image")),
+        ]
+
+
+PASTE_KEYS = (KEY_DNP, KEY_CAPTIONER, KEY_DNS_SCALE, KEY_DNS_STEPS)
+
+
+def build(elem_prefix: str, captioners: tuple[str, ...] = CAPTIONERS, note: str = "") -> DnpControls:
+    d = DnpArgs()
+    with gr.Accordion(TITLE, open=False, elem_id=f"{elem_prefix}_accordion"):
+        with gr.Row():
+            enabled = gr.Checkbox(
+                label="Auto-DNP",
+                value=d.enabled,
+                elem_id=f"{elem_prefix}_enabled",
+            )
+            show_dns = gr.Checkbox(label="Show DNS images", value=d.show_dns, elem_id=f"{elem_prefix}_show_dns")
+            per_image = gr.Checkbox(
+                label="One DNS image per seed", value=d.per_image, elem_id=f"{elem_prefix}_per_image"
+            )
+        gr.HTML(
+            "<p style='margin:0 0 .5em 0'>Auto-DNP samples the image the model finds <i>least</i> like your "
+            "prompt (DNS), captions it, and adds that caption to the negative prompt. Costs one extra "
+            "generation per image plus a caption." + (f" {note}" if note else "") + "</p>"
+        )
+        with gr.Row():
+            captioner = gr.Dropdown(
+                label="Captioner",
+                choices=list(captioners),
+                value=d.captioner if d.captioner in captioners else captioners[0],
+                elem_id=f"{elem_prefix}_captioner",
+            )
+            merge = gr.Radio(
+                label="Merge with your negative",
+                choices=list(MERGE_MODES),
+                value=d.merge,
+                elem_id=f"{elem_prefix}_merge",
+            )
+        with gr.Row():
+            dns_scale = gr.Slider(
+                label="DNS scale (the paper's s; the DNS pass uses CFG s + 1)",
+                minimum=0.0,
+                maximum=30.0,
+                step=0.5,
+                value=DEFAULT_DNS_SCALE,
+                elem_id=f"{elem_prefix}_dns_scale",
+            )
+            dns_steps = gr.Slider(
+                label="DNS steps (0: same as the run)",
+                minimum=0,
+                maximum=MAX_DNS_STEPS,
+                step=1,
+                value=d.dns_steps,
+                elem_id=f"{elem_prefix}_dns_steps",
+            )
+    return DnpControls(enabled, captioner, dns_scale, dns_steps, merge, per_image, show_dns)
