@@ -109,8 +109,17 @@ class TinyModels:
     checkpoint_dir: Path
     config: Path
     text_encoder: Path
-    # name -> folder, from tests/tiny_captioners.py when that module exists (e.g. "blip2", "blip").
-    captioners: dict[str, Path] = field(default_factory=dict)
+    # Builds the tiny captioners on first use (see `captioners`); None when there is nothing to build.
+    captioner_builder: Callable[[], dict[str, Path]] | None = field(default=None, repr=False)
+    _captioners: dict[str, Path] | None = field(default=None, repr=False)
+
+    @property
+    def captioners(self) -> dict[str, Path]:
+        """name -> folder from tests/tiny_captioners.py (e.g. "blip2", "blip"), built lazily so that a
+        broken captioner builder fails only the tests that need captioners."""
+        if self._captioners is None:
+            self._captioners = self.captioner_builder() if self.captioner_builder else {}
+        return self._captioners
 
 
 @dataclass
@@ -276,8 +285,8 @@ def _build_captioners(install: Install, outdir: Path, logdir: Path) -> dict[str,
     """Hook for the captioner team's tests/tiny_captioners.py.
 
     Contract: `python -m tests.tiny_captioners OUTDIR` (run with the WebUI's interpreter) builds the tiny
-    captioner folders under OUTDIR and may print a JSON object {name: folder} as its last stdout line;
-    without it, every sub-folder of OUTDIR is taken as name -> folder.
+    captioner folders under OUTDIR and prints them, either as a JSON object {name: folder} on its last
+    stdout line or as `name: folder` lines; failing both, every sub-folder of OUTDIR is name -> folder.
     """
     module = PROJECT_ROOT / "tests" / "tiny_captioners.py"
     if not module.is_file():
@@ -294,12 +303,17 @@ def _build_captioners(install: Install, outdir: Path, logdir: Path) -> dict[str,
     manifest = _last_json_line(out)
     if isinstance(manifest, dict):
         return {str(k): Path(v) for k, v in manifest.items() if isinstance(v, str)}
-    return {p.name: p for p in sorted(outdir.iterdir()) if p.is_dir()}
+    listed = {}
+    for line in out.splitlines():
+        name, sep, path = line.partition(": ")
+        if sep and name.strip().isidentifier() and Path(path.strip()).is_dir():
+            listed[name.strip()] = Path(path.strip())
+    return listed or {p.name: p for p in sorted(outdir.iterdir()) if p.is_dir()}
 
 
 @pytest.fixture(scope="session")
 def tiny_models(webui_install: Install, tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
-    """Tiny SD1 checkpoint + yaml + CLIP text encoder (and tiny captioners), built for this session."""
+    """Tiny SD1 checkpoint + yaml + CLIP text encoder, built for this session (captioners on first use)."""
     root = tmp_path_factory.mktemp("tiny-models")
     t0 = time.monotonic()
     out = _run_builder(
@@ -311,7 +325,6 @@ def tiny_models(webui_install: Install, tmp_path_factory: pytest.TempPathFactory
     manifest = _last_json_line(out)
     if not isinstance(manifest, dict):
         pytest.fail(f"tiny_sd.py printed no manifest:\n{out[-2000:]}", pytrace=False)
-    captioners = _build_captioners(webui_install, root / "captioners", root)
     sys.stderr.write(f"\n[webui harness] tiny models built in {time.monotonic() - t0:.1f}s under {root}\n")
     return TinyModels(
         root=root,
@@ -319,7 +332,7 @@ def tiny_models(webui_install: Install, tmp_path_factory: pytest.TempPathFactory
         checkpoint_dir=Path(manifest["checkpoint_dir"]),
         config=Path(manifest["config"]),
         text_encoder=Path(manifest["text_encoder"]),
-        captioners=captioners,
+        captioner_builder=lambda: _build_captioners(webui_install, root / "captioners", root),
     )
 
 
