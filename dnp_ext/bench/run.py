@@ -1,0 +1,349 @@
+"""Resumable generation: every (prompt, seed, method) becomes one PNG under <out>/<set>/<method>/.
+
+Layout:  <out>/run.json                      generation settings (checked on resume)
+         <out>/manifest.jsonl                one JSON record per finished image (last record wins)
+         <out>/<set>/<method>/<index>_<seed>.png
+         <out>/<set>/dns/<index>_<seed>.png  the DNS image behind each auto-DNP image
+A job is done when its record and its files exist, so a rerun skips it. The record is appended before
+the file is written (atomically): an interruption can cost at most the image in flight.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import re
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import pnginfo
+from .client import Txt2ImgResult, WebUIClient, dnp_script_args
+from .progress import Progress
+from .prompts import Prompt, PromptSet
+
+METHODS = ("plain", "dnp", "universal", "random_caption", "user")
+DNS_DIR = "dns"
+MANIFEST = "manifest.jsonl"
+RUN_FILE = "run.json"
+
+
+@dataclass
+class GenSettings:
+    steps: int = 50
+    width: int = 512
+    height: int = 512
+    cfg_scale: float = 7.5
+    sampler: str | None = None  # None: the WebUI's default
+    scheduler: str | None = None
+    captioner: str = "blip2"
+    dns_scale: float = 7.5
+    universal_negative: str = ""
+    user_negative: str | None = None
+
+    def payload(self, prompt: str, negative: str, seed: int) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "prompt": prompt,
+            "negative_prompt": negative,
+            "seed": seed,
+            "steps": self.steps,
+            "width": self.width,
+            "height": self.height,
+            "cfg_scale": self.cfg_scale,
+            "batch_size": 1,
+            "n_iter": 1,
+            "save_images": False,
+            "send_images": True,
+        }
+        if self.sampler:
+            body["sampler_name"] = self.sampler
+        if self.scheduler:
+            body["scheduler"] = self.scheduler
+        return body
+
+
+@dataclass
+class Record:
+    set: str
+    category: str
+    index: int
+    prompt: str
+    seed: int
+    method: str
+    file: str  # relative to the output folder
+    negative_prompt: str
+    infotext: str = ""
+    seconds: float = 0.0
+    caption: str | None = None  # dnp: the negative the extension produced
+    dns_file: str | None = None  # dnp: the DNS image
+    donor: dict[str, Any] | None = None  # random_caption: whose caption was used
+
+    @property
+    def key(self) -> tuple[str, int, int, str]:
+        return (self.set, self.index, self.seed, self.method)
+
+
+@dataclass
+class Job:
+    prompt: Prompt
+    seed: int
+    method: str
+
+    @property
+    def key(self) -> tuple[str, int, int, str]:
+        return (self.prompt.set, self.prompt.index, self.seed, self.method)
+
+    def relpath(self, method: str | None = None) -> str:
+        return f"{self.prompt.set}/{method or self.method}/{self.prompt.index:04d}_{self.seed}.png"
+
+
+class SettingsMismatch(ValueError):
+    pass
+
+
+@dataclass
+class Manifest:
+    out: Path
+    records: dict[tuple[str, int, int, str], Record] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, out: Path) -> Manifest:
+        m = cls(out)
+        path = out / MANIFEST
+        if path.exists():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    rec = Record(**json.loads(line))
+                except (json.JSONDecodeError, TypeError):
+                    continue  # a line cut short by an interruption
+                m.records[rec.key] = rec
+        return m
+
+    def add(self, rec: Record) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        with open(self.out / MANIFEST, "a", encoding="utf-8") as f:
+            f.write(json.dumps(asdict(rec), ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.records[rec.key] = rec
+
+    def done(self, job: Job) -> Record | None:
+        rec = self.records.get(job.key)
+        if rec is None or rec.prompt != job.prompt.text or not (self.out / rec.file).exists():
+            return None
+        if rec.dns_file and not (self.out / rec.dns_file).exists():
+            return None
+        return rec
+
+
+def check_settings(out: Path, settings: GenSettings) -> None:
+    """Refuse to mix images made with other settings into one folder; unset values may be filled in."""
+    path = out / RUN_FILE
+    new = asdict(settings)
+    if path.exists():
+        old = json.loads(path.read_text(encoding="utf-8")).get("settings", {})
+        diff = {k: (old[k], new[k]) for k in new if old.get(k) is not None and old.get(k) != new[k]}
+        if diff:
+            lines = ", ".join(f"{k}: folder has {a!r}, asked {b!r}" for k, (a, b) in diff.items())
+            raise SettingsMismatch(
+                f"{out} was generated with other settings ({lines}); use the same options or another --out"
+            )
+        new = {k: new[k] if new[k] is not None else old.get(k) for k in new}
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"settings": new}, indent=2), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def parse_negative(infotext: str) -> str | None:
+    """The "Negative prompt:" part of a WebUI infotext (last line holds the parameters)."""
+    lines = infotext.strip().split("\n")
+    for i, line in enumerate(lines[:-1]):
+        if line.startswith("Negative prompt:"):
+            return "\n".join([line[len("Negative prompt:") :], *lines[i + 1 : -1]]).strip()
+    return None
+
+
+# A1111's infotext parameter syntax: key: value, key: "quoted, json-escaped value", ...
+_RE_PARAM = re.compile(r'\s*([\w ./-]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+
+
+def parse_params(infotext: str) -> dict[str, str]:
+    """The "key: value" pairs of an infotext's last line (quoted values unquoted)."""
+    out: dict[str, str] = {}
+    for key, value in _RE_PARAM.findall(infotext.strip().split("\n")[-1]):
+        if value.startswith('"') and value.endswith('"'):
+            with contextlib.suppress(json.JSONDecodeError):
+                value = json.loads(value)
+        out[key.strip()] = str(value).strip()
+    return out
+
+
+def caption_of(infotext: str, info: dict[str, Any]) -> str | None:
+    """auto-DNP's caption n*: the extension's "DNP caption" key, else the negative the image was made with
+    (the same thing when the user negative is empty and merge is append, as in this benchmark)."""
+    params = parse_params(infotext) if infotext else {}
+    if params.get("DNP caption"):
+        return params["DNP caption"]
+    neg = parse_negative(infotext) if infotext else None
+    if neg is None:
+        allneg = info.get("all_negative_prompts") or []
+        neg = str(allneg[0]) if allneg else None
+    return neg
+
+
+def _png_with_infotext(data: bytes, infotext: str) -> bytes:
+    if not pnginfo.is_png(data):
+        # the WebUI answers in its samples_format; keep everything as PNG
+        try:
+            import io
+
+            from PIL import Image
+        except ImportError as e:
+            raise RuntimeError(
+                "the WebUI returned a non-PNG image; install Pillow or set the WebUI's samples_format to png"
+            ) from e
+        buf = io.BytesIO()
+        Image.open(io.BytesIO(data)).save(buf, format="PNG")
+        data = buf.getvalue()
+    if infotext and "parameters" not in pnginfo.read_text(data):
+        data = pnginfo.add_text(data, "parameters", infotext)
+    return data
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def random_caption_donor(job: Job, prompts: Sequence[Prompt]) -> Prompt | None:
+    """The prompt whose auto-DNP caption (same seed) serves as this job's "random caption" negative.
+
+    Drawn uniformly among the run's prompts of the same set with a different text, by an RNG seeded with
+    (set, index, seed): reproducible, and independent of the order jobs run in.
+    """
+    pool = [q for q in prompts if q.set == job.prompt.set and q.text != job.prompt.text]
+    if not pool:
+        return None
+    return random.Random(f"{job.prompt.set}|{job.prompt.index}|{job.seed}").choice(pool)
+
+
+class Runner:
+    def __init__(self, client: WebUIClient, out: Path, settings: GenSettings, log: Any = None) -> None:
+        self.client, self.out, self.settings = client, out, settings
+        self.manifest = Manifest.load(out)
+        self.log = log or (lambda msg: print(msg, file=sys.stderr))
+        self._warned_no_dns = False
+
+    def jobs(self, sets: Iterable[PromptSet], seeds: Sequence[int], methods: Sequence[str]) -> list[Job]:
+        """random_caption jobs come last: they need the auto-DNP captions of other prompts (so they
+        bring the dnp jobs along)."""
+        unknown = [m for m in methods if m not in METHODS]
+        if unknown:
+            raise ValueError(f"unknown methods {unknown}; known: {', '.join(METHODS)}")
+        wanted = set(methods) | ({"dnp"} if "random_caption" in methods else set())
+        first = [m for m in METHODS if m in wanted and m != "random_caption"]
+        out = [Job(p, s, m) for ps in sets for p in ps.prompts for s in seeds for m in first]
+        if "random_caption" in methods:
+            out += [Job(p, s, "random_caption") for ps in sets for p in ps.prompts for s in seeds]
+        return out
+
+    def negative_for(self, job: Job, prompts: Sequence[Prompt]) -> tuple[str, dict[str, Any] | None]:
+        m = job.method
+        if m in ("plain", "dnp"):
+            return "", None
+        if m == "universal":
+            return self.settings.universal_negative, None
+        if m == "user":
+            if not self.settings.user_negative:
+                raise ValueError("method 'user' needs --user-negative")
+            return self.settings.user_negative, None
+        donor = random_caption_donor(job, prompts)
+        if donor is None:
+            raise LookupError("no other prompt in the set to borrow a caption from")
+        rec = self.manifest.records.get((donor.set, donor.index, job.seed, "dnp"))
+        if rec is None or rec.caption is None:
+            raise LookupError(f"no auto-DNP caption yet for donor prompt {donor.index} seed {job.seed}")
+        return rec.caption, {"index": donor.index, "seed": job.seed, "prompt": donor.text}
+
+    def _save(
+        self, job: Job, negative: str, res: Txt2ImgResult, seconds: float, donor: dict[str, Any] | None
+    ) -> Record:
+        first = int(res.info.get("index_of_first_image", 0) or 0)  # a grid may come first
+        if len(res.images) <= first:
+            raise RuntimeError(f"WebUI returned no image for {job.key}")
+        texts = res.infotexts
+        infotext = texts[first] if len(texts) > first else ""
+        rec = Record(
+            job.prompt.set,
+            job.prompt.category,
+            job.prompt.index,
+            job.prompt.text,
+            job.seed,
+            job.method,
+            job.relpath(),
+            negative,
+            infotext,
+            round(seconds, 3),
+            donor=donor,
+        )
+        dns: bytes | None = None
+        if job.method == "dnp":
+            rec.caption = caption_of(infotext, res.info)
+            rec.negative_prompt = parse_negative(infotext) or rec.caption or ""
+            if len(res.images) > first + 1:  # show_dns: the DNS image follows the generated one
+                dns = _png_with_infotext(res.images[first + 1], texts[first + 1] if len(texts) > first + 1 else "")
+                rec.dns_file = job.relpath(DNS_DIR)
+            elif not self._warned_no_dns:
+                self.log("warning: the WebUI returned no DNS image (show_dns); the contact sheet will lack it")
+                self._warned_no_dns = True
+        image = _png_with_infotext(res.images[first], infotext)
+        self.manifest.add(rec)
+        if dns is not None and rec.dns_file:
+            _write_atomic(self.out / rec.dns_file, dns)
+        _write_atomic(self.out / rec.file, image)
+        return rec
+
+    def run_job(self, job: Job, prompts: Sequence[Prompt]) -> Record:
+        negative, donor = self.negative_for(job, prompts)
+        payload = self.settings.payload(job.prompt.text, negative, job.seed)
+        if job.method == "dnp":
+            payload["alwayson_scripts"] = dnp_script_args(self.settings.captioner, self.settings.dns_scale)
+        t0 = time.monotonic()
+        res = self.client.txt2img(payload)
+        return self._save(job, negative, res, time.monotonic() - t0, donor)
+
+    def run(
+        self, sets: Sequence[PromptSet], seeds: Sequence[int], methods: Sequence[str], progress: bool = True
+    ) -> dict[str, int]:
+        check_settings(self.out, self.settings)
+        jobs = self.jobs(sets, seeds, methods)
+        prompts = [p for ps in sets for p in ps.prompts]
+        bar = Progress(len(jobs), "generate") if progress else None
+        counts = {"generated": 0, "skipped": 0, "failed": 0}
+        try:
+            for job in jobs:
+                if self.manifest.done(job):
+                    counts["skipped"] += 1
+                    if bar:
+                        bar.skip()
+                    continue
+                try:
+                    self.run_job(job, prompts)
+                    counts["generated"] += 1
+                except LookupError as e:  # random_caption without a donor: report, go on
+                    counts["failed"] += 1
+                    self.log(f"\nskipped {job.method} for prompt {job.prompt.index} seed {job.seed}: {e}")
+                if bar:
+                    bar.step()
+        finally:
+            if bar:
+                bar.close()
+        return counts
