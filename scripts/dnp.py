@@ -8,11 +8,12 @@ _root = str(Path(__file__).resolve().parents[1])
 if _root not in sys.path:
     sys.path.append(_root)
 
-from dnp_ext.host import current  # noqa: E402
-from dnp_ext.host.script import DnpScript  # noqa: E402
+# Import modules, not classes: the WebUI registers every Script subclass found in this file's namespace.
+from dnp_ext import host as _host  # noqa: E402
+from dnp_ext.host import script as _script  # noqa: E402
 
-current().install()
+_host.current().install()
 
 
-class Script(DnpScript):
+class Script(_script.DnpScript):
     pass

@@ -174,7 +174,8 @@ def build_tiny_blip2(folder: str | Path, image_token_index: bool = True) -> Path
     torch.manual_seed(0)
     model = Blip2ForConditionalGeneration(config).eval()
     _spread_weights(model)
-    model.save_pretrained(str(folder))
+    # safetensors: the WebUI's safe unpickler rejects .bin files written by a newer torch
+    model.save_pretrained(str(folder), safe_serialization=True)
     tokenizer.save_pretrained(str(folder))
     _image_processor().save_pretrained(str(folder))
     if image_token_index:
@@ -223,7 +224,8 @@ def build_tiny_blip(folder: str | Path) -> Path:
     torch.manual_seed(0)
     model = BlipForConditionalGeneration(config).eval()
     _spread_weights(model)
-    model.save_pretrained(str(folder))
+    # safetensors: the WebUI's safe unpickler rejects .bin files written by a newer torch
+    model.save_pretrained(str(folder), safe_serialization=True)
     tokenizer.save_pretrained(str(folder))
     _image_processor().save_pretrained(str(folder))
     return folder
