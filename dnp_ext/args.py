@@ -36,7 +36,7 @@ class DnpArgs:
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(DnpArgs))
 
 
-def _bool(key: str, value: Any) -> bool:
+def check_bool(key: str, value: Any) -> bool:
     if isinstance(value, bool):
         return value
     if isinstance(value, int) and value in (0, 1):
@@ -46,7 +46,7 @@ def _bool(key: str, value: Any) -> bool:
     raise DnpArgsError(f"'{key}' must be true or false, not {value!r}")
 
 
-def _number(key: str, value: Any, lo: float, hi: float, integer: bool = False) -> float:
+def check_number(key: str, value: Any, lo: float, hi: float, integer: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise DnpArgsError(f"'{key}' must be a number, not {value!r}")
     try:
@@ -60,7 +60,7 @@ def _number(key: str, value: Any, lo: float, hi: float, integer: bool = False) -
     return number
 
 
-def _choice(key: str, value: Any, choices: Sequence[str]) -> str:
+def check_choice(key: str, value: Any, choices: Sequence[str]) -> str:
     if value not in choices:
         raise DnpArgsError(f"'{key}' must be one of {', '.join(choices)}, not {value!r}")
     return str(value)
@@ -76,13 +76,13 @@ def from_mapping(data: Mapping[str, Any]) -> DnpArgs:
     d = DnpArgs()
     get = data.get
     return DnpArgs(
-        enabled=_bool("enabled", get("enabled", d.enabled)),
-        captioner=_choice("captioner", get("captioner", d.captioner), CAPTIONERS),
-        dns_scale=_number("dns_scale", get("dns_scale", d.dns_scale), 0.0, MAX_DNS_SCALE),
-        dns_steps=int(_number("dns_steps", get("dns_steps", d.dns_steps), 0, MAX_DNS_STEPS, integer=True)),
-        merge=_choice("merge", get("merge", d.merge), MERGE_MODES),
-        per_image=_bool("per_image", get("per_image", d.per_image)),
-        show_dns=_bool("show_dns", get("show_dns", d.show_dns)),
+        enabled=check_bool("enabled", get("enabled", d.enabled)),
+        captioner=check_choice("captioner", get("captioner", d.captioner), CAPTIONERS),
+        dns_scale=check_number("dns_scale", get("dns_scale", d.dns_scale), 0.0, MAX_DNS_SCALE),
+        dns_steps=int(check_number("dns_steps", get("dns_steps", d.dns_steps), 0, MAX_DNS_STEPS, integer=True)),
+        merge=check_choice("merge", get("merge", d.merge), MERGE_MODES),
+        per_image=check_bool("per_image", get("per_image", d.per_image)),
+        show_dns=check_bool("show_dns", get("show_dns", d.show_dns)),
     )
 
 

@@ -20,6 +20,18 @@ CAPTIONER_LABELS = {
 
 
 @dataclass
+class ReviewControls:
+    """Suggest-negative widgets (not Script inputs)."""
+
+    suggest: Any
+    suggest_generate: Any
+    stop: Any
+    gallery: Any
+    note: Any
+    state: Any
+
+
+@dataclass
 class DnpControls:
     """The accordion's inputs, in ``args.FIELD_NAMES`` order (the Script's positional args)."""
 
@@ -30,6 +42,7 @@ class DnpControls:
     merge: Any
     per_image: Any
     show_dns: Any
+    review: ReviewControls | None = None
 
     def inputs(self) -> list[Any]:
         return [self.enabled, self.captioner, self.dns_scale, self.dns_steps, self.merge, self.per_image, self.show_dns]
@@ -101,4 +114,25 @@ def build(elem_prefix: str, captioners: tuple[str, ...] = CAPTIONERS, note: str 
                 value=d.dns_steps,
                 elem_id=f"{elem_prefix}_dns_steps",
             )
-    return DnpControls(enabled, captioner, dns_scale, dns_steps, merge, per_image, show_dns)
+        review = build_review(elem_prefix)
+    return DnpControls(enabled, captioner, dns_scale, dns_steps, merge, per_image, show_dns, review)
+
+
+REVIEW_HELP = (
+    "<b>Review first</b>: <i>Suggest negative</i> samples the DNS image(s) for the prompt, seed and settings above, "
+    "captions them and puts the suggestion in the negative prompt box for you to edit; then Generate with "
+    "Auto-DNP off. Click a DNS image to use its seed's suggestion. Auto-DNP and a suggestion never stack: "
+    "ticking Auto-DNP puts back the negative you had before Suggest, unticking brings the suggestion back."
+)
+
+
+def build_review(elem_prefix: str) -> ReviewControls:
+    gr.HTML(f"<p style='margin:.5em 0'>{REVIEW_HELP}</p>")
+    with gr.Row():
+        suggest = gr.Button("Suggest negative", variant="secondary", elem_id=f"{elem_prefix}_suggest")
+        suggest_generate = gr.Button("Suggest and generate", elem_id=f"{elem_prefix}_suggest_generate")
+        stop = gr.Button("Stop", elem_id=f"{elem_prefix}_stop")
+    gallery = gr.Gallery(label="DNS images", columns=4, height=220, elem_id=f"{elem_prefix}_dns_gallery")
+    note = gr.HTML(elem_id=f"{elem_prefix}_note")
+    state = gr.State(None)
+    return ReviewControls(suggest, suggest_generate, stop, gallery, note, state)

@@ -10,13 +10,17 @@ from modules.shared import state
 from .. import TITLE, ui
 from ..args import DnpArgs, DnpArgsError, from_script_args
 from ..pipeline import DnpPlan, DnpResult, run_auto_dnp
-from . import current
+from . import current, review
 from .webui import RunAdapter, apply_result, as_dnp_error, fail_run
 
 RESULT_ATTR = "_dnp_result"
 
 
 class DnpScript(scripts.Script):
+    _controls: ui.DnpControls | None = None
+    _webui: dict[str, Any] | None = None
+    _wired = False
+
     def title(self) -> str:
         return TITLE
 
@@ -28,7 +32,26 @@ class DnpScript(scripts.Script):
         controls = ui.build("dnp_txt2img", captioners=host.captioners(), note=host.captioner_note())
         self.infotext_fields = controls.infotext_fields()
         self.paste_field_names = []
+        self._controls = controls
+        self._wire_review()
         return controls.inputs()
+
+    def after_component(self, component: Any, **kwargs: Any) -> None:
+        """Collect the txt2img controls the review flow reads (they are built before this accordion)."""
+        elem_id = kwargs.get("elem_id")
+        if elem_id in review.WEBUI_INPUTS.values():
+            if self._webui is None:
+                self._webui = {}
+            key = next(k for k, v in review.WEBUI_INPUTS.items() if v == elem_id)
+            self._webui[key] = component
+            self._wire_review()
+
+    def _wire_review(self) -> None:
+        webui = self._webui or {}
+        if self._wired or self._controls is None or len(webui) < len(review.WEBUI_INPUTS):
+            return
+        review.wire(self._controls, webui)
+        self._wired = True
 
     def process(self, p: Any, *script_args: Any) -> None:
         setattr(p, RESULT_ATTR, None)

@@ -21,7 +21,8 @@ from ..captioners.base import Captioner, CaptionerError, ModelCaptioner
 from ..guidance import dns_to_webui_cfg_scale
 from ..infotext import dns_image_params, generation_params
 from ..negatives import dns_prompt_pair
-from ..pipeline import DnpPlan, DnpResult, Stop, negatives_for
+from ..pipeline import DnpPlan, DnpResult, Stop, negatives_for, run_auto_dnp
+from ..suggest import SuggestRequest, SuggestResult
 from .errors import DnpError
 
 SECTION = ("dnp", TITLE)
@@ -277,6 +278,77 @@ class WebUIHost:
             # the nested run switches token merging off on its way out; the main run wants its own back
             sd_models.apply_token_merging(p.sd_model, p.get_token_merging_ratio())
         return list(processed.images), list(processed.infotexts)
+
+    def check_sampler(self, sampler_name: str, scheduler: str) -> None:
+        from modules import sd_samplers, sd_schedulers
+
+        if sd_samplers.find_sampler_config(sampler_name) is None:
+            names = ", ".join(sd_samplers.visible_sampler_names())
+            raise DnpArgsError(f"'sampler_name' {sampler_name!r} is not a sampler of this WebUI; use one of {names}")
+        labels = [x.label for x in sd_schedulers.schedulers] + [x.name for x in sd_schedulers.schedulers]
+        if scheduler not in labels:
+            raise DnpArgsError(f"'scheduler' {scheduler!r} is unknown; use one of {', '.join(labels)}")
+
+    def suggest(self, req: SuggestRequest) -> SuggestResult:
+        """DNS images and suggested negatives for txt2img settings, as the review flow shows them.
+
+        The caller holds the WebUI's queue lock. The job state is begun and ended here so that Interrupt
+        and the progress API work, as for any generation.
+        """
+        args = req.dnp_args()
+        self.check_captioner(args.captioner)
+        self.check_sampler(req.sampler_name, req.scheduler)
+        p = processing.StableDiffusionProcessingTxt2Img(
+            sd_model=shared.sd_model,
+            prompt=req.prompt,
+            negative_prompt=req.negative_prompt,
+            seed=req.seed,
+            subseed=req.subseed,
+            subseed_strength=req.subseed_strength,
+            sampler_name=req.sampler_name,
+            scheduler=req.scheduler,
+            batch_size=req.batch_size,
+            n_iter=1,
+            steps=req.steps,
+            cfg_scale=req.cfg_scale,
+            width=req.width,
+            height=req.height,
+            do_not_save_samples=True,
+            do_not_save_grid=True,
+        )
+        # the seeds as process_images would draw them for the same settings
+        p.setup_prompts()
+        seed, subseed = processing.get_fixed_seed(p.seed), processing.get_fixed_seed(p.subseed)
+        n = len(p.all_prompts)
+        p.all_seeds = [int(seed) + (x if p.subseed_strength == 0 else 0) for x in range(n)]
+        p.all_subseeds = [int(subseed) + x for x in range(n)]
+        state.begin(job="dnp_suggest")
+        state.job_count = DnpPlan.make(n, p.batch_size, True).jobs
+        try:
+            result = run_auto_dnp(RunAdapter(self, p, args), args, p.all_negative_prompts, p.batch_size)
+        finally:
+            state.end()
+            p.close()
+        stopped = result.interrupted or bool(result.skipped_batches)
+        info = {
+            "dns_scale": args.dns_scale,
+            "dns_cfg_scale": dns_to_webui_cfg_scale(args.dns_scale),
+            "dns_steps": args.dns_steps or req.steps,
+            "captioner": args.captioner,
+            "merge": args.merge,
+            "interrupted": stopped,
+        }
+        if stopped:
+            return SuggestResult([], [], [], [], [], [], info)
+        return SuggestResult(
+            captions=result.captions,
+            negative_prompts=result.negatives,
+            images=result.dns_images,
+            infotexts=result.dns_infotexts,
+            seeds=list(p.all_seeds),
+            subseeds=list(p.all_subseeds),
+            info=info,
+        )
 
     def poll(self) -> Stop:
         if state.interrupted or getattr(state, "stopping_generation", False):

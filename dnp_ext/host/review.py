@@ -1,0 +1,140 @@
+"""The review flow in the txt2img UI: Suggest negative, pick a seed's suggestion, the Auto-DNP rule."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import gradio as gr
+from modules.call_queue import queue_lock
+from modules.shared import state as webui_state
+
+from ..suggest import SuggestRequest
+from ..ui import DnpControls
+from . import current
+
+# txt2img controls the suggestion reads at click time, by the WebUI's elem_id.
+WEBUI_INPUTS: dict[str, str] = {
+    "prompt": "txt2img_prompt",
+    "negative_prompt": "txt2img_neg_prompt",
+    "seed": "txt2img_seed",
+    "seed_extra": "txt2img_subseed_show",
+    "subseed": "txt2img_subseed",
+    "subseed_strength": "txt2img_subseed_strength",
+    "width": "txt2img_width",
+    "height": "txt2img_height",
+    "steps": "txt2img_steps",
+    "sampler_name": "txt2img_sampling",
+    "scheduler": "txt2img_scheduler",
+    "cfg_scale": "txt2img_cfg_scale",
+    "batch_size": "txt2img_batch_size",
+}
+JS_GENERATE = "dnpGenerateAfterSuggest"
+
+
+def _note(text: str, error: bool = False) -> str:
+    cls = "dnp-error" if error else "dnp-ok"
+    color = "var(--error-text-color, #c00)" if error else "inherit"
+    return f"<p class='{cls}' style='color:{color}'>{html.escape(text)}</p>"
+
+
+def suggest(*values: Any) -> tuple[Any, ...]:
+    """Gradio handler: (webui inputs..., captioner, dns_scale, dns_steps, merge) -> box, gallery, state, note, enabled."""
+    keys = [*WEBUI_INPUTS, "captioner", "dns_scale", "dns_steps", "merge"]
+    v = dict(zip(keys, values))
+    extra = bool(v.pop("seed_extra"))
+    try:
+        req = SuggestRequest(
+            prompt=v["prompt"] or "",
+            negative_prompt=v["negative_prompt"] or "",
+            seed=int(v["seed"] if v["seed"] not in (None, "") else -1),
+            subseed=int(v["subseed"]) if extra else -1,
+            subseed_strength=float(v["subseed_strength"]) if extra else 0.0,
+            width=int(v["width"]),
+            height=int(v["height"]),
+            steps=int(v["steps"]),
+            sampler_name=v["sampler_name"],
+            scheduler=v["scheduler"],
+            cfg_scale=float(v["cfg_scale"]),
+            batch_size=int(v["batch_size"]),
+            dns_scale=float(v["dns_scale"]),
+            dns_steps=int(v["dns_steps"]),
+            captioner=v["captioner"],
+            merge=v["merge"],
+        )
+        with queue_lock:  # never while another generation holds the GPU
+            result = current().suggest(req)
+    except Exception as e:  # shown in the accordion; the box is left as it was
+        return gr.update(), gr.update(), gr.update(), _note(f"Suggest failed: {e}", error=True), gr.update()
+    if result.info.get("interrupted") or not result.negative_prompts:
+        return (
+            gr.update(),
+            gr.update(),
+            gr.update(),
+            _note("Suggest stopped; the negative prompt is unchanged."),
+            gr.update(),
+        )
+    seeds = result.seeds
+    gallery = [(im, f"seed {seed}: {cap}") for im, seed, cap in zip(result.images, seeds, result.captions)]
+    box = result.negative_prompts[0]
+    memo = {"before": req.negative_prompt, "suggested": result.negative_prompts, "seeds": seeds, "box": box}
+    note = (
+        f"The suggestion for seed {seeds[0]} is in the negative prompt box: edit it, then Generate "
+        "(Auto-DNP is off so it is not added twice)."
+    )
+    if len(seeds) > 1:
+        note += " Click another DNS image to use its seed's suggestion."
+    return box, gallery, memo, _note(note), gr.update(value=False)
+
+
+def pick(memo: dict | None, evt: gr.SelectData) -> tuple[Any, Any, Any]:
+    """A click on a DNS image puts that seed's suggestion in the box."""
+    if not memo or not 0 <= evt.index < len(memo["suggested"]):
+        return gr.update(), gr.update(), gr.update()
+    box = memo["suggested"][evt.index]
+    memo = {**memo, "box": box}
+    return box, memo, _note(f"The suggestion for seed {memo['seeds'][evt.index]} is in the negative prompt box.")
+
+
+def toggle_auto(enabled: bool, negative: str, memo: dict | None) -> tuple[Any, Any, Any]:
+    """The rule that keeps a suggestion and Auto-DNP from stacking (user clicks only, not paste)."""
+    if not memo:
+        return gr.update(), gr.update(), gr.update()
+    if enabled and negative != memo["before"]:
+        memo = {**memo, "box": negative}  # keep the user's edits for when Auto-DNP goes off again
+        return (
+            memo["before"],
+            memo,
+            _note(
+                "Auto-DNP computes its own negative, so the suggestion was taken out of the box "
+                "(your negative from before Suggest is back). Untick Auto-DNP to bring the suggestion back."
+            ),
+        )
+    if not enabled and negative == memo["before"]:
+        return memo["box"], memo, _note("The suggestion is back in the negative prompt box.")
+    return gr.update(), gr.update(), gr.update()
+
+
+def wire(controls: DnpControls, webui: dict[str, Any]) -> None:
+    """Connect the review widgets to the txt2img controls (inside the WebUI's Blocks context)."""
+    review = controls.review
+    assert review is not None
+    inputs = [webui[k] for k in WEBUI_INPUTS] + [
+        controls.captioner,
+        controls.dns_scale,
+        controls.dns_steps,
+        controls.merge,
+    ]
+    outputs = [webui["negative_prompt"], review.gallery, review.state, review.note, controls.enabled]
+    review.suggest.click(fn=suggest, inputs=inputs, outputs=outputs)
+    js = {"_js" if gr.__version__.startswith("3.") else "js": JS_GENERATE}
+    review.suggest_generate.click(fn=suggest, inputs=inputs, outputs=outputs).then(
+        fn=None, inputs=None, outputs=None, **js
+    )
+    review.stop.click(fn=lambda: webui_state.interrupt(), inputs=None, outputs=None, queue=False)
+    review.gallery.select(fn=pick, inputs=[review.state], outputs=[webui["negative_prompt"], review.state, review.note])
+    controls.enabled.input(
+        fn=toggle_auto,
+        inputs=[controls.enabled, webui["negative_prompt"], review.state],
+        outputs=[webui["negative_prompt"], review.state, review.note],
+    )
