@@ -108,3 +108,14 @@ def test_write_report_and_contact_sheet(tmp_path: Path) -> None:
     existing = [s for s in srcs if (paths["contact_ae"].parent / s).exists()]
     assert len(existing) == 4 * 3 * 3  # the DNS files were not written in this test
     assert "negative: neg dnp" in sheet and 'name="ae/0/0"' in sheet
+
+
+def test_single_prompt_has_no_interval_and_no_star(tmp_path: Path) -> None:
+    recs, scores = _records_and_scores(tmp_path)
+    one = [r for r in recs if r.index == 0]
+    summary = report.summarise(one, scores, n_boot=100)
+    e = summary["ae"]["all"]["dnp"]["clip_full"]
+    assert e["n_prompts"] == 1 and e["ci95"] is None and e["gain_ci95"] is None
+    row = next(line for line in report.markdown_table(summary).splitlines() if line.startswith("| auto-DNP"))
+    assert "[1 prompt]" in row and "*" not in row
+    ET.fromstring(report.svg_plot(summary))  # still a valid plot

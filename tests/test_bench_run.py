@@ -14,11 +14,13 @@ from dnp_ext.bench.client import SCRIPT_KEY, WebUIClient, WebUIError, WebUIUnava
 from dnp_ext.bench.prompts import PromptSet, load_set
 from dnp_ext.bench.run import (
     MANIFEST,
+    FolderBusy,
     GenSettings,
     Job,
     Runner,
     SettingsMismatch,
     caption_of,
+    folder_lock,
     parse_negative,
     parse_params,
     random_caption_donor,
@@ -122,7 +124,8 @@ def test_run_generates_every_method_with_infotext(tmp_path: Path) -> None:
     # random caption: another prompt's auto-DNP caption, same seed, recorded with its donor
     for r in (r for r in recs if r["method"] == "random_caption"):
         assert r["donor"]["index"] != r["index"] and r["donor"]["seed"] == r["seed"]
-        assert r["negative_prompt"] == dnp[(r["donor"]["index"], r["seed"])]["caption"]
+        donor = dnp[(r["donor"]["index"], r["seed"])]
+        assert r["negative_prompt"] == donor["negative_prompt"] == donor["caption"]
         assert r["negative_prompt"] != dnp[(r["index"], r["seed"])]["caption"]
 
 
@@ -233,3 +236,12 @@ def test_non_png_answer_is_converted(tmp_path: Path) -> None:
         _runner(fake.base_url, tmp_path).run(_sets(), [0], ["plain"], progress=False)
     data = (tmp_path / "ae/plain/0000_0.png").read_bytes()
     assert pnginfo.is_png(data) and pnginfo.read_text(data)["parameters"].startswith("a elephant and a rabbit")
+
+
+def test_one_run_per_folder(tmp_path: Path) -> None:
+    with FakeWebUI() as fake, folder_lock(tmp_path):
+        with pytest.raises(FolderBusy):
+            _runner(fake.base_url, tmp_path).run(_sets(), [0], ["plain"], progress=False)
+        assert fake.requests == []
+    with FakeWebUI() as fake:  # released
+        assert _runner(fake.base_url, tmp_path).run(_sets(), [0], ["plain"], progress=False)["generated"] == 3

@@ -13,7 +13,7 @@ from typing import Any
 
 from .client import WebUIClient, WebUIError, WebUIUnavailable
 from .prompts import PromptSet, load_set, universal_negative
-from .run import METHODS, GenSettings, Runner, SettingsMismatch
+from .run import METHODS, FolderBusy, GenSettings, Runner, SettingsMismatch, folder_lock
 
 
 def _csv(s: str) -> list[str]:
@@ -145,10 +145,28 @@ def main(argv: list[str] | None = None) -> int:
         f"{len({j.method for j in jobs})} methods = {len(jobs)} images -> {a.out}",
         file=sys.stderr,
     )
+    try:
+        with folder_lock(a.out):
+            return _generate_score_report(a, client, runner, sets, seeds, methods, settings)
+    except FolderBusy as e:
+        print(str(e), file=sys.stderr)
+        return 2
+
+
+def _generate_score_report(
+    a: argparse.Namespace,
+    client: WebUIClient,
+    runner: Runner,
+    sets: list[PromptSet],
+    seeds: list[int],
+    methods: list[str],
+    settings: GenSettings,
+) -> int:
+    jobs = runner.jobs(sets, seeds, methods)
     started = time.time()
     if not a.no_generate:
         try:
-            counts = runner.run(sets, seeds, methods, progress=not a.no_progress)
+            counts = runner.run(sets, seeds, methods, progress=not a.no_progress, lock=False)
         except KeyboardInterrupt:
             print("\ninterrupted: rerun the same command to resume", file=sys.stderr)
             return 130

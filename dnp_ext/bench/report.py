@@ -92,17 +92,20 @@ def summarise(records: Sequence[Record], scores: dict[str, dict[str, Any]], n_bo
                     data.setdefault((r.set, cat, r.method, metric), {})[(r.index, r.seed)] = float(v)
     for (set_, cat, method, metric), values in sorted(data.items()):
         mean, lo, hi = bootstrap_mean(values, n_boot)
+        n_prompts = len({k[0] for k in values})
+        # with a single prompt the prompt-level bootstrap has nothing to resample: no interval
         entry: dict[str, Any] = {
             "mean": mean,
-            "ci95": [lo, hi],
+            "ci95": [lo, hi] if n_prompts > 1 else None,
             "n_images": len(values),
-            "n_prompts": len({k[0] for k in values}),
+            "n_prompts": n_prompts,
         }
         base = data.get((set_, cat, "plain", metric))
         if method != "plain" and base:
             g = bootstrap_gain(values, base, n_boot)
             if g is not None:
-                entry["gain_vs_plain"], entry["gain_ci95"] = g[0], [g[1], g[2]]
+                entry["gain_vs_plain"] = g[0]
+                entry["gain_ci95"] = [g[1], g[2]] if n_prompts > 1 else None
         table.setdefault(set_, {}).setdefault(cat, {}).setdefault(method, {})[metric] = entry
     return table
 
@@ -125,12 +128,16 @@ def _ordered(items: Sequence[str], order: Sequence[str]) -> list[str]:
 def _cell(e: dict[str, Any] | None) -> str:
     if not e:
         return "–"
-    s = f"{e['mean']:.4f} [{e['ci95'][0]:.4f}, {e['ci95'][1]:.4f}]"
+    s = f"{e['mean']:.4f} " + (f"[{e['ci95'][0]:.4f}, {e['ci95'][1]:.4f}]" if e["ci95"] else "[1 prompt]")
     if "gain_vs_plain" in e:
-        lo, hi = e["gain_ci95"]
-        mark = "*" if lo > 0 or hi < 0 else ""
+        gci = e.get("gain_ci95")
+        mark = "*" if gci and (gci[0] > 0 or gci[1] < 0) else ""
         s += f" {e['gain_vs_plain'] * 100:+.1f}%{mark}"
     return s
+
+
+def _ci(e: dict[str, Any]) -> tuple[float, float]:
+    return (e["ci95"][0], e["ci95"][1]) if e.get("ci95") else (e["mean"], e["mean"])
 
 
 def markdown_table(summary: dict[str, Any], secs: dict[str, float] | None = None) -> str:
@@ -200,8 +207,8 @@ def svg_plot(summary: dict[str, Any]) -> str:
         y0 = top + p * (ph + 70)
         cat_names = [c for c in cats if c != "all"] + ["all"]
         entries = [cats[c][m][metric] for c in cat_names for m in cats[c] if metric in cats[c][m]]
-        lo = min(e["ci95"][0] for e in entries)
-        hi = max(e["ci95"][1] for e in entries)
+        lo = min(_ci(e)[0] for e in entries)
+        hi = max(_ci(e)[1] for e in entries)
         pad = (hi - lo) * 0.1 or abs(hi) * 0.05 or 0.01
         lo, hi = lo - pad, hi + pad
 
@@ -210,7 +217,8 @@ def svg_plot(summary: dict[str, Any]) -> str:
 
         out.append(
             f'<text x="{left}" y="{y0 - 12}" font-size="14" font-weight="bold">'
-            f"{html.escape(set_)}: {html.escape(METRICS.get(metric, metric))}</text>"
+            f"{html.escape(set_)}: {html.escape(METRICS.get(metric, metric))}"
+            '<tspan font-size="11" font-weight="normal"> (mean, 95% bootstrap interval)</tspan></text>'
         )
         out.append(f'<rect x="{left}" y="{y0}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>')
         for t in range(5):  # y ticks
@@ -228,12 +236,13 @@ def svg_plot(summary: dict[str, Any]) -> str:
                 e = cats[c][m][metric]
                 x = cx + (mi - (len(present) - 1) / 2) * min(18.0, slot / (len(present) + 1))
                 col = COLOURS.get(m, "#000")
+                a, b = _ci(e)
                 out.append(
-                    f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{ys(e["ci95"][0]):.1f}" '
-                    f'y2="{ys(e["ci95"][1]):.1f}" stroke="{col}" stroke-width="2"/>'
+                    f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{ys(a):.1f}" y2="{ys(b):.1f}" '
+                    f'stroke="{col}" stroke-width="2"/>'
                     f'<circle cx="{x:.1f}" cy="{ys(e["mean"]):.1f}" r="4" fill="{col}">'
                     f"<title>{html.escape(METHOD_LABELS.get(m, m))} {c}: {e['mean']:.4f} "
-                    f"[{e['ci95'][0]:.4f}, {e['ci95'][1]:.4f}]</title></circle>"
+                    f"[{a:.4f}, {b:.4f}]</title></circle>"
                 )
     out.append("</svg>")
     return "\n".join(out)

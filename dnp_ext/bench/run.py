@@ -17,7 +17,7 @@ import random
 import re
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,6 +104,30 @@ class Job:
 
 class SettingsMismatch(ValueError):
     pass
+
+
+class FolderBusy(RuntimeError):
+    pass
+
+
+@contextlib.contextmanager
+def folder_lock(out: Path) -> Iterator[None]:
+    """One run per output folder: two would make the same images twice."""
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock
+        yield
+        return
+    with open(out / ".lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            raise FolderBusy(f"another benchmark run is using {out}") from e
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 @dataclass
@@ -269,9 +293,11 @@ class Runner:
         if donor is None:
             raise LookupError("no other prompt in the set to borrow a caption from")
         rec = self.manifest.records.get((donor.set, donor.index, job.seed, "dnp"))
-        if rec is None or rec.caption is None:
+        negative = (rec.negative_prompt or rec.caption) if rec else None
+        if not negative:
             raise LookupError(f"no auto-DNP caption yet for donor prompt {donor.index} seed {job.seed}")
-        return rec.caption, {"index": donor.index, "seed": job.seed, "prompt": donor.text}
+        # exactly the negative auto-DNP used for the donor (its n*), now for the wrong prompt
+        return negative, {"index": donor.index, "seed": job.seed, "prompt": donor.text}
 
     def _save(
         self, job: Job, negative: str, res: Txt2ImgResult, seconds: float, donor: dict[str, Any] | None
@@ -321,8 +347,18 @@ class Runner:
         return self._save(job, negative, res, time.monotonic() - t0, donor)
 
     def run(
-        self, sets: Sequence[PromptSet], seeds: Sequence[int], methods: Sequence[str], progress: bool = True
+        self,
+        sets: Sequence[PromptSet],
+        seeds: Sequence[int],
+        methods: Sequence[str],
+        progress: bool = True,
+        lock: bool = True,
     ) -> dict[str, int]:
+        """lock=False when the caller holds folder_lock already."""
+        if lock:
+            with folder_lock(self.out):
+                return self.run(sets, seeds, methods, progress, lock=False)
+        self.manifest = Manifest.load(self.out)  # what an earlier run left, read under the lock
         check_settings(self.out, self.settings)
         jobs = self.jobs(sets, seeds, methods)
         prompts = [p for ps in sets for p in ps.prompts]
