@@ -68,7 +68,11 @@ class DnpScript(scripts.Script):
     def _run(self, p: Any, args: DnpArgs) -> None:
         host = current()
         plan = DnpPlan.make(len(p.all_prompts), p.batch_size, args.per_image)
-        state.job_count = (p.n_iter if state.job_count == -1 else state.job_count) + plan.jobs
+        if state.job_count == -1:
+            state.job_count = p.n_iter
+        # hires fix doubles job_count later, in p.init, unless a caller already counted it; DNP jobs are even
+        hires_doubles = getattr(p, "enable_hr", False) and not getattr(state, "processing_has_refined_job_count", True)
+        state.job_count += plan.jobs // 2 if hires_doubles else plan.jobs
         try:
             result = run_auto_dnp(RunAdapter(host, p, args), args, p.all_negative_prompts, p.batch_size)
         except Exception as e:
