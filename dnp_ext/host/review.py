@@ -39,7 +39,7 @@ def _note(text: str, error: bool = False) -> str:
 
 
 def suggest(*values: Any) -> tuple[Any, ...]:
-    """Gradio handler: (webui inputs..., captioner, dns_scale, dns_steps, merge) -> box, gallery, state, note, enabled."""
+    """Gradio handler: txt2img inputs + DNP settings -> box, gallery, state, note, Auto-DNP."""
     keys = [*WEBUI_INPUTS, "captioner", "dns_scale", "dns_steps", "merge"]
     v = dict(zip(keys, values))
     extra = bool(v.pop("seed_extra"))

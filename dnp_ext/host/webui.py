@@ -262,7 +262,7 @@ class WebUIHost:
             s_tmin=p.s_tmin,
             s_noise=p.s_noise,
             s_min_uncond=0.0,  # negative guidance minimum sigma would drop eps_p, the DNS branch
-            override_settings=dict(DNS_OVERRIDES),
+            override_settings={k: v for k, v in DNS_OVERRIDES.items() if k in opts.data_labels},
             override_settings_restore_afterwards=True,
             enable_hr=False,
         )
