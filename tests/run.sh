@@ -21,9 +21,11 @@ pip_q -r tests/requirements.txt
     || pip_q --no-deps open-clip-torch
 
 .venv/bin/ruff check .
-.venv/bin/python -m pytest "$@"
 
+# The WebUIs' own transformers pins first, so that the main run's summary is the last line.
 for version in ${DNP_COMPAT_TRANSFORMERS-4.30.2 4.46.1}; do
     echo "== captioner tests on transformers $version"
-    bash tests/compat_transformers.sh "$version" -q
+    bash tests/compat_transformers.sh "$version"
 done
+echo "== all tests"
+.venv/bin/python -m pytest "$@"
