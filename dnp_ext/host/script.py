@@ -73,6 +73,7 @@ class DnpScript(scripts.Script):
         # hires fix doubles job_count later, in p.init, unless a caller already counted it; DNP jobs are even
         hires_doubles = getattr(p, "enable_hr", False) and not getattr(state, "processing_has_refined_job_count", True)
         state.job_count += plan.jobs // 2 if hires_doubles else plan.jobs
+        job_no = state.job_no
         try:
             result = run_auto_dnp(RunAdapter(host, p, args), args, p.all_negative_prompts, p.batch_size)
         except Exception as e:
@@ -80,6 +81,8 @@ class DnpScript(scripts.Script):
             return
         if result.interrupted:
             return  # the main loop sees state.interrupted and samples nothing
+        # a batch skipped during its DNS pass never gets its caption job: count it done, so progress ends at 100%
+        state.job_no = max(state.job_no, job_no + plan.jobs)
         apply_result(p, args, result, host)
         state.textinfo = "DNP: generating with the diffusion-negative prompts"
         setattr(p, RESULT_ATTR, result)

@@ -78,7 +78,7 @@ class WebUIBlipCaptioner(ModelCaptioner):
         interrogator.blip_model = interrogator.blip_model.to(self.device)
         return interrogator
 
-    def _move(self, loaded: Any, device: Any) -> None:
+    def _move(self, loaded: Any, device: Any, *, compute: bool = True) -> None:
         loaded.blip_model = loaded.blip_model.to(device)
 
     def _caption(self, loaded: Any, images: list[Any]) -> list[str]:
