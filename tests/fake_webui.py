@@ -377,6 +377,7 @@ class Call:
     batch_size: int
     n_iter: int
     override_settings: dict[str, Any]
+    options: dict[str, Any]  # opts.data while the run sampled
     s_min_uncond: float | None
     enable_hr: bool
     styles: list[str]
@@ -736,6 +737,7 @@ class FakeWebUI:
             batch_size=p.batch_size,
             n_iter=p.n_iter,
             override_settings=dict(p.override_settings),
+            options=dict(self.opts.data),
             s_min_uncond=p.s_min_uncond,
             enable_hr=getattr(p, "enable_hr", False),
             styles=list(p.styles),

@@ -235,7 +235,7 @@ def test_enabled_run(web, glue, captioners, merge):
         assert call.styles == [] and call.enable_hr is False
         assert call.do_not_save_samples and call.do_not_save_grid
         assert call.s_min_uncond == 0
-        assert call.override_settings == glue.webui.DNS_OVERRIDES
+        assert {k: call.options.get(k) for k in glue.webui.DNS_OVERRIDES} == glue.webui.DNS_OVERRIDES
         assert call.p.closed
 
     # the captioner: one instance, one call per batch with that batch's DNS images, released once
@@ -275,13 +275,20 @@ def test_enabled_run(web, glue, captioners, merge):
     p.init(p.all_prompts, p.all_seeds, p.all_subseeds)  # the main run goes ahead
 
 
-def test_dns_overrides_only_options_the_webui_has(web, glue, captioners):
+def test_dns_overrides_only_options_the_webui_has_and_restores_them(web, glue, captioners):
     del web.opts.data_labels["pad_cond_uncond_v0"]  # an older or other WebUI without this option
+    web.opts.data.pop("pad_cond_uncond_v0", None)
+    web.opts.data["skip_early_cond"] = 0.3  # the user's own setting
+    web.opts.data.pop("s_min_uncond_all", None)  # never set: must stay unset afterwards
+    before = dict(web.opts.data)
     p = prepared(web, prompt="a castle", seed=1)
     glue.script.DnpScript().process(p, {"enabled": True})
     (call,) = web.calls
+    assert call.override_settings == {}
     expected = {k: v for k, v in glue.webui.DNS_OVERRIDES.items() if k != "pad_cond_uncond_v0"}
-    assert call.override_settings == expected and expected
+    assert {k: call.options.get(k) for k in expected} == expected
+    assert "pad_cond_uncond_v0" not in call.options
+    assert web.opts.data == before  # exactly as before, the never-set option included
 
 
 def test_dns_steps_and_prompt_without_tags(web, glue, captioners):

@@ -7,7 +7,8 @@ run's seeds), so each DNS image is exactly what the user would get by typing tho
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +47,27 @@ def option(key: str) -> Any:
     return getattr(opts, key, DEFAULT_OPTIONS.get(key))
 
 
+@contextmanager
+def temporary_options(values: dict[str, Any]) -> Iterator[None]:
+    """Set WebUI options for a block and put back exactly what was there.
+
+    Not p.override_settings: the WebUI restores only options already present in config, so an option
+    never set before would keep the override after the run.
+    """
+    keys = [k for k in values if k in opts.data_labels]
+    saved = {k: (k in opts.data, opts.data.get(k)) for k in keys}
+    try:
+        for k in keys:
+            opts.data[k] = values[k]
+        yield
+    finally:
+        for k, (present, old) in saved.items():
+            if present:
+                opts.data[k] = old
+            else:
+                opts.data.pop(k, None)
+
+
 @dataclass
 class RunState:
     """What one run of the script left on p, for postprocess."""
@@ -81,6 +103,9 @@ class WebUIBlipCaptioner(ModelCaptioner):
     def _move(self, loaded: Any, device: Any, *, compute: bool = True) -> None:
         loaded.blip_model = loaded.blip_model.to(device)
 
+    def _compute_device(self, loaded: Any) -> Any:
+        return self.device
+
     def _caption(self, loaded: Any, images: list[Any]) -> list[str]:
         import torch
         from modules import interrogate
@@ -96,7 +121,7 @@ class WebUIBlipCaptioner(ModelCaptioner):
             ]
         )
         dtype = next(loaded.blip_model.parameters()).dtype
-        batch = torch.stack([tf(im.convert("RGB")) for im in images]).to(self.device, dtype)
+        batch = torch.stack([tf(im.convert("RGB")) for im in images]).to(self._compute_device(loaded), dtype)
         with torch.no_grad():
             return list(
                 loaded.blip_model.generate(
@@ -262,8 +287,6 @@ class WebUIHost:
             s_tmin=p.s_tmin,
             s_noise=p.s_noise,
             s_min_uncond=0.0,  # negative guidance minimum sigma would drop eps_p, the DNS branch
-            override_settings={k: v for k, v in DNS_OVERRIDES.items() if k in opts.data_labels},
-            override_settings_restore_afterwards=True,
             enable_hr=False,
         )
         dns_p.extra_generation_params = dns_image_params(args)
@@ -272,7 +295,8 @@ class WebUIHost:
     def run_dns(self, p: Any, indices: Sequence[int], args: DnpArgs) -> tuple[list[Any], list[str]]:
         dns_p = self.dns_processing(p, indices, args)
         try:
-            processed = processing.process_images(dns_p)
+            with temporary_options(DNS_OVERRIDES):
+                processed = processing.process_images(dns_p)
         finally:
             dns_p.close()
             # the nested run switches token merging off on its way out; the main run wants its own back
