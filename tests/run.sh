@@ -19,6 +19,10 @@ pip_q -r tests/requirements.txt
 # only the CLIP BPE vocabulary is wanted from open-clip-torch: --no-deps keeps CUDA wheels out
 .venv/bin/python -c "import open_clip" 2>/dev/null || .venv/bin/python -c "import importlib.util as u; assert u.find_spec('open_clip')" 2>/dev/null \
     || pip_q --no-deps open-clip-torch
+# the WebUI browser tests drive the system Chromium with Playwright (its own browser download is never used)
+if [ -n "${SD_WEBUI_DIR:-}" ]; then
+    .venv/bin/python -c "import playwright" 2>/dev/null || pip_q playwright
+fi
 
 .venv/bin/ruff check .
 

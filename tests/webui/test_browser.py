@@ -1,0 +1,287 @@
+"""The txt2img UI in headless Chromium: the accordion, Auto-DNP with DNS images, the review flow.
+
+Skipped without SD_WEBUI_DIR (the harness), without Playwright for Python or without a Chromium
+(see tests/webui/browser.py). DNP_SCREENSHOTS=1 also rewrites docs/screenshots/*.png.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from .browser import CHROMIUM_ARGS, DNP, UI_TIMEOUT_MS, VIEWPORT, Txt2Img, find_chromium, screenshots_wanted
+from .conftest import WebUI
+
+DNP_KEYS = ("DNP:", "DNS scale:", "DNP captioner:")
+DNS_IMAGE = "DNP: DNS image"
+# Uncaught page errors that are the WebUI's own, seen just the same on a server without this extension:
+# A1111 1.10.1's width/height sliders update the hires-fix resolution preview (a FormHTML) on release, and
+# gradio 3.41's frontend throws this for it.
+WEBUI_PAGE_ERRORS = ("Cannot read properties of undefined (reading 'props')",)
+
+
+def browser_missing() -> str | None:
+    """Why the browser tests cannot run here (checked at collection, so no WebUI starts for nothing)."""
+    if importlib.util.find_spec("playwright") is None:
+        return "Playwright for Python is not installed: .venv/bin/pip install playwright (no browser download)"
+    if find_chromium() is None:
+        return "no Chromium found: install chromium (Debian: apt-get install chromium) or set DNP_CHROMIUM"
+    return None
+
+
+MISSING = browser_missing()
+pytestmark = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
+
+
+@pytest.fixture(scope="module")
+def browser(webui: WebUI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One headless Chromium with a fresh profile for this module; every test opens its own page."""
+    from playwright.sync_api import sync_playwright
+
+    webui.use_tiny_captioners()
+    with sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")),
+            executable_path=find_chromium(),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport=VIEWPORT,
+        )
+        context.set_default_timeout(UI_TIMEOUT_MS)
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+@pytest.fixture
+def ui(browser: Any, webui: WebUI) -> Iterator[Txt2Img]:
+    """A fresh page on the txt2img tab. Its console is printed (shown for failing tests); an uncaught
+    JavaScript error fails the test."""
+    page = browser.new_page()
+    console: list[str] = []
+    errors: list[str] = []
+    page.on("console", lambda msg: console.append(f"[{msg.type}] {msg.text}"))
+    page.on("pageerror", lambda err: errors.append(err.message))
+    try:
+        yield Txt2Img(page, webui.base_url).open()
+    finally:
+        page.close()
+        print("browser console:\n" + "\n".join(console) + "\npage errors:\n" + "\n".join(errors))
+    errors = [e for e in errors if e not in WEBUI_PAGE_ERRORS]
+    assert not errors, f"uncaught JavaScript errors on the page: {errors}"
+
+
+def suggest_api(webui: WebUI, **overrides: Any) -> dict[str, Any]:
+    """The same suggestion through /dnp/v1/suggest, with the UI defaults the tests leave in place."""
+    body = {
+        "prompt": "",
+        "negative_prompt": "",
+        "seed": -1,
+        "subseed": -1,
+        "subseed_strength": 0.0,
+        "width": 64,
+        "height": 64,
+        "steps": 4,
+        "sampler_name": "Euler",
+        "scheduler": "Automatic",
+        "cfg_scale": 7.0,
+        "batch_size": 1,
+        "dns_scale": 7.5,
+        "captioner": "blip2",
+        "merge": "append",
+    }
+    body.update(overrides)
+    return webui.post("/dnp/v1/suggest", body)
+
+
+def test_accordion_and_checkbox_render(ui: Txt2Img) -> None:
+    accordion = ui.q(f"#{DNP}_accordion")
+    assert accordion.is_visible()
+    assert "Diffusion-Negative Prompting" in accordion.inner_text()
+    assert not ui.checkbox("enabled").is_visible(), "the accordion should start closed"
+
+    ui.open_dnp()
+    assert ui.q(f"#{DNP}_enabled").inner_text().strip() == "Auto-DNP"
+    assert not ui.checkbox("enabled").is_checked(), "Auto-DNP must default to off"
+    for name in (
+        "show_dns",
+        "per_image",
+        "captioner",
+        "merge",
+        "dns_scale",
+        "dns_steps",
+        "suggest",
+        "suggest_generate",
+    ):
+        assert ui.q(f"#{DNP}_{name}").is_visible(), f"#{DNP}_{name} not shown"
+    # txt2img only
+    assert ui.q("#tab_img2img").get_by_text("Diffusion-Negative Prompting").count() == 0
+
+
+def test_auto_dnp_shows_results_and_dns_images(ui: Txt2Img) -> None:
+    ui.set_basics(seed=101)
+    ui.open_dnp()
+    ui.checkbox("enabled").check()
+    ui.checkbox("show_dns").check()
+    # the tiny BLIP writes words (the tiny BLIP-2's byte-level captions are unreadable in screenshots);
+    # the infotext then shows that the dropdown's choice reached the Script
+    ui.set_dropdown(f"{DNP}_captioner", "blip")
+    ui.prompt.fill("a red car on a road")
+
+    for batch, seed in ((1, 101), (2, 202)):
+        ui.set_number("txt2img_batch_size", batch)
+        ui.set_number("txt2img_seed", seed)
+        info = ui.generate()
+        first = int(info["index_of_first_image"])  # 1 when the WebUI puts a grid first (batch > 1)
+        infotexts = info["infotexts"]
+        assert info["all_seeds"] == [seed + i for i in range(batch)]
+        assert len(infotexts) == first + 2 * batch, infotexts
+        assert ui.gallery_count("txt2img_gallery") == first + 2 * batch, f"batch {batch}: results + DNS images"
+        for text in infotexts[first : first + batch]:
+            assert all(key in text for key in DNP_KEYS), text
+            assert DNS_IMAGE not in text
+        for text in infotexts[first + batch :]:
+            assert DNS_IMAGE in text, text
+        # the infotext under the gallery: the run's (first image or grid), with the DNP keys
+        shown = ui.infotext()
+        assert all(key in shown for key in DNP_KEYS), shown
+        assert "Negative prompt: " in shown, "auto-DNP puts n* in the negative"
+        assert "DNP captioner: blip," in shown, shown
+
+    # clicking a DNS thumbnail shows that image's infotext
+    ui.select_gallery_image(first + batch)
+    ui.page.wait_for_function(
+        "key => gradioApp().querySelector('div.prose#html_info_txt2img').innerText.includes(key)",
+        arg=DNS_IMAGE,
+        timeout=UI_TIMEOUT_MS,
+    )
+    ui.select_gallery_image(first)
+    ui.page.wait_for_function(
+        "key => !gradioApp().querySelector('div.prose#html_info_txt2img').innerText.includes(key)",
+        arg=DNS_IMAGE,
+        timeout=UI_TIMEOUT_MS,
+    )
+    ui.screenshot("auto-dnp", "#txt2img_prompt_container", f"#{DNP}_suggest", "#txt2img_results")
+
+
+def test_review_flow_edit_then_generate(ui: Txt2Img, webui: WebUI) -> None:
+    prompt, seed = "a photo of a dog", 303
+    ui.set_basics(seed=seed)
+    ui.open_dnp()
+    ui.checkbox("enabled").check()  # Suggest must untick it: the suggestion and Auto-DNP never stack
+    ui.set_dropdown(f"{DNP}_captioner", "blip")
+    ui.prompt.fill(prompt)
+    assert ui.negative.input_value() == ""
+
+    ui.suggest()
+    note = ui.note()
+    assert "Suggest failed" not in note, note
+    assert f"suggestion for seed {seed} is in the negative prompt box" in note, note
+    assert not ui.checkbox("enabled").is_checked(), "Suggest should untick Auto-DNP"
+    assert ui.gallery_count(f"{DNP}_dns_gallery") == 1
+    box = ui.negative.input_value()
+    assert box.strip(), "the negative prompt box should hold the suggestion"
+    # the box holds exactly what the API suggests for this prompt and seed
+    assert box == suggest_api(webui, prompt=prompt, seed=seed, captioner="blip")["negative_prompts"][0]
+    ui.screenshot("review", "#txt2img_toprow", f"#{DNP}_accordion")
+
+    edited = box + " EDITED"
+    ui.negative.fill(edited)
+    info = ui.generate()
+    assert info["all_negative_prompts"] == [edited]
+    shown = ui.infotext()
+    assert re.search(r"Negative prompt: .* EDITED\n", shown), shown
+    assert "DNP:" not in shown, "Auto-DNP ran on top of the reviewed negative"
+
+
+def test_auto_dnp_and_suggestion_never_stack(ui: Txt2Img) -> None:
+    ui.set_basics(seed=404)
+    ui.open_dnp()
+    ui.prompt.fill("a lighthouse by the sea")
+    ui.negative.fill("lowres")
+    ui.suggest()
+    suggestion = ui.negative.input_value()
+    assert suggestion.startswith("lowres, ") and len(suggestion) > len("lowres, "), suggestion  # merge=append
+
+    ui.checkbox("enabled").check()
+    ui.expect_value(ui.negative, "lowres")  # the pre-suggestion negative is back
+    ui.expect_note("your negative from before Suggest is back")
+    ui.checkbox("enabled").uncheck()
+    ui.expect_value(ui.negative, suggestion)
+
+    # the user's edits of the suggestion survive a tick/untick
+    edited = suggestion + ", EDITED"
+    ui.negative.fill(edited)
+    ui.checkbox("enabled").check()
+    ui.expect_value(ui.negative, "lowres")
+    ui.checkbox("enabled").uncheck()
+    ui.expect_value(ui.negative, edited)
+
+
+def test_click_a_dns_image_to_use_its_seeds_suggestion(ui: Txt2Img, webui: WebUI) -> None:
+    prompt, seed = "two birds on a wire", 606
+    ui.set_basics(seed=seed, batch_size=2)
+    ui.open_dnp()
+    ui.prompt.fill(prompt)
+    ui.suggest()
+    expected = suggest_api(webui, prompt=prompt, seed=seed, batch_size=2)["negative_prompts"]
+    assert len(expected) == 2 and expected[0] != expected[1], expected
+    assert ui.gallery_count(f"{DNP}_dns_gallery") == 2
+    assert ui.negative.input_value() == expected[0]
+    assert "Click another DNS image" in ui.note()
+
+    ui.q(f"#{DNP}_dns_gallery .grid-wrap .thumbnail-item").nth(1).click()
+    ui.expect_value(ui.negative, expected[1])
+    ui.expect_note(f"suggestion for seed {seed + 1} is in the negative prompt box")
+
+
+def test_suggest_and_generate(ui: Txt2Img) -> None:
+    ui.set_basics(seed=505)
+    ui.open_dnp()
+    ui.prompt.fill("a bowl of fruit on a table")
+    before = ui.generation_info()
+    marker = ui.q("#generation_info_txt2img textarea").input_value()
+    ui.q(f"#{DNP}_suggest_generate").click()
+    info = ui.wait_generation(marker)
+
+    box = ui.negative.input_value()
+    assert box.strip(), "the suggestion should be in the negative prompt box"
+    assert info != before
+    assert info["all_prompts"] == ["a bowl of fruit on a table"]
+    assert info["all_negative_prompts"] == [box], "generated with something other than the suggestion"
+    shown = ui.infotext()
+    assert "Negative prompt: " in shown and "DNP:" not in shown, shown
+    assert ui.gallery_count(f"{DNP}_dns_gallery") == 1
+    assert ui.gallery_count("txt2img_gallery") == 1
+
+
+def test_settings_section(ui: Txt2Img, webui: WebUI) -> None:
+    options = webui.get("/sdapi/v1/options")
+    tiny = {key: options[key] for key in ("dnp_blip2_model", "dnp_blip_model")}
+    if screenshots_wanted():
+        # the README shows the defaults, not this session's temporary folders
+        webui.set_options(
+            dnp_blip2_model="Salesforce/blip2-opt-2.7b", dnp_blip_model="Salesforce/blip-image-captioning-large"
+        )
+        ui.open()
+    try:
+        ui.q("#tabs > .tab-nav button", has_text="Settings").click()
+        ui.q("#settings > .tab-nav button", has_text="Diffusion-Negative Prompting").click()
+        section = ui.q("#settings_dnp")
+        section.wait_for(state="visible")
+        current = webui.get("/sdapi/v1/options")
+        assert ui.q("#setting_dnp_blip2_model :is(input, textarea)").input_value() == current["dnp_blip2_model"]
+        assert ui.q("#setting_dnp_blip_model :is(input, textarea)").input_value() == current["dnp_blip_model"]
+        after = ui.q("#setting_dnp_captioner_after")
+        assert after.get_by_label("offload").is_checked() == (current["dnp_captioner_after"] == "offload")
+        assert after.get_by_label("unload").count() == 1
+        assert ui.q("#setting_dnp_offload_sd_model input[type=checkbox]").is_visible()
+        ui.screenshot("settings", "#settings_submit", "#settings_dnp")
+    finally:
+        if screenshots_wanted():
+            webui.set_options(**tiny)
