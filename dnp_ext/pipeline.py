@@ -12,7 +12,7 @@ from enum import Enum
 from typing import Any, Protocol
 
 from .args import DnpArgs
-from .negatives import caption_to_negative, equalize_chunks, merge_negative
+from .negatives import caption_to_negative, clean_caption, equalize_chunks, merge_negative
 
 
 class Stop(Enum):
@@ -66,7 +66,7 @@ class DnpPlan:
 @dataclass
 class DnpResult:
     negatives: list[str]  # merged negative per image of the run
-    captions: list[str]  # raw caption per image of the run
+    captions: list[str]  # cleaned (not escaped) caption per image of the run
     dns_images: list[Any] = field(default_factory=list)  # in seed order
     dns_infotexts: list[str] = field(default_factory=list)
     skipped_batches: list[int] = field(default_factory=list)  # dropped from the run
@@ -117,7 +117,7 @@ def run_auto_dnp(host: DnpHost, args: DnpArgs, user_negatives: Sequence[str], ba
                     return result
                 continue
             for i, caption in zip(indices, captions):
-                result.captions[i] = caption
+                result.captions[i] = clean_caption(caption)  # control characters never reach infotext or JSON
     finally:
         host.release_captioner()
 

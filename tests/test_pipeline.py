@@ -116,3 +116,10 @@ def test_captioner_errors_propagate_after_release():
     with pytest.raises(RuntimeError, match="boom"):
         run_auto_dnp(host, ON, ["x"], 1)
     assert host.released == 1
+
+
+def test_captions_are_cleaned_of_control_characters():
+    host = FakeHost({0: "a\x00 dog\x0f  on\ngrass"})
+    r = run_auto_dnp(host, ON, [""], 1)
+    assert r.captions == ["a dog on grass"]
+    assert r.negatives == ["a dog on grass"]
