@@ -70,9 +70,10 @@ class DnpScript(scripts.Script):
         plan = DnpPlan.make(len(p.all_prompts), p.batch_size, args.per_image)
         if state.job_count == -1:
             state.job_count = p.n_iter
-        # hires fix doubles job_count later, in p.init, unless a caller already counted it; DNP jobs are even
+        # hires fix doubles job_count later, in p.init, unless a caller already counted it. While DNP runs, the
+        # count is the true total (hires passes included); it is halved back before p.init (DNP jobs are even).
         hires_doubles = getattr(p, "enable_hr", False) and not getattr(state, "processing_has_refined_job_count", True)
-        state.job_count += plan.jobs // 2 if hires_doubles else plan.jobs
+        state.job_count = (2 * state.job_count if hires_doubles else state.job_count) + plan.jobs
         job_no = state.job_no
         try:
             result = run_auto_dnp(RunAdapter(host, p, args), args, p.all_negative_prompts, p.batch_size)
@@ -81,6 +82,8 @@ class DnpScript(scripts.Script):
             return
         if result.interrupted:
             return  # the main loop sees state.interrupted and samples nothing
+        if hires_doubles:
+            state.job_count //= 2
         # a batch skipped during its DNS pass never gets its caption job: count it done, so progress ends at 100%
         state.job_no = max(state.job_no, job_no + plan.jobs)
         apply_result(p, args, result, host)

@@ -47,6 +47,28 @@ def option(key: str) -> Any:
     return getattr(opts, key, DEFAULT_OPTIONS.get(key))
 
 
+class NoScripts:
+    """``p.scripts`` of the DNS pass: a script runner that runs no script.
+
+    Not None: after each batch the WebUI puts the extra-network tags (``<lora:...>``) back into the prompts it
+    writes the infotexts from only when p has a script runner, and a DNS image's infotext must keep them to
+    reproduce the image.
+    """
+
+    scripts: tuple[Any, ...] = ()
+    alwayson_scripts: tuple[Any, ...] = ()
+    selectable_scripts: tuple[Any, ...] = ()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+
+        def hook(*args: Any, **kwargs: Any) -> None:  # every runner hook (process, postprocess_batch, ...)
+            return None
+
+        return hook
+
+
 @contextmanager
 def temporary_options(values: dict[str, Any]) -> Iterator[None]:
     """Set WebUI options for a block and put back exactly what was there.
@@ -290,6 +312,7 @@ class WebUIHost:
             enable_hr=False,
         )
         dns_p.extra_generation_params = dns_image_params(args)
+        dns_p.scripts = NoScripts()
         return dns_p
 
     def run_dns(self, p: Any, indices: Sequence[int], args: DnpArgs) -> tuple[list[Any], list[str]]:

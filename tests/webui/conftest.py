@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import csv
 import io
 import json
 import os
@@ -48,6 +49,10 @@ STARTUP_BANNER = b"Startup time:"
 # Settings written to each server's config.json before start. Live previews would load the
 # "Approx NN" preview model on every call; they are a UI feature the API tests do not need.
 DEFAULT_SETTINGS: dict[str, Any] = {"live_previews_enable": False}
+
+# Prompt styles every server loads from <data-dir>/styles.csv (the WebUI reads it only at start):
+# name -> (prompt, negative prompt); "{prompt}" in a style's prompt stands for the user's prompt.
+TEST_STYLES: dict[str, tuple[str, str]] = {"dnp-test-style": ("an oil painting of {prompt}", "blurry")}
 
 
 def _webui_dir() -> Path | None:
@@ -407,14 +412,17 @@ def start_webui(
     settings: dict[str, Any] | None = None,
     auth: tuple[str, str] | None = None,
     name: str = "webui",
+    styles: dict[str, tuple[str, str]] | None = None,
 ) -> Iterator[WebUI]:
     """Start a WebUI server, wait until it serves /sdapi/v1/loras, yield it, then stop it.
 
     auth=("user", "pass") starts it with --api-auth user:pass and makes the helpers send those creds.
+    styles: the prompt styles it loads (default TEST_STYLES).
     """
     data_dir = workdir / f"{name}-data"
     data_dir.mkdir(parents=True, exist_ok=True)
     (data_dir / "config.json").write_text(json.dumps({**DEFAULT_SETTINGS, **(settings or {})}))
+    _write_styles(data_dir / "styles.csv", TEST_STYLES if styles is None else styles)
     link = data_dir / "extensions" / EXTENSION_DIRNAME
     if with_extension:
         link.parent.mkdir(exist_ok=True)
@@ -478,6 +486,14 @@ def start_webui(
             _stop(server)
         if with_extension and link.is_symlink():
             link.unlink()
+
+
+def _write_styles(path: Path, styles: dict[str, tuple[str, str]]) -> None:
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["name", "prompt", "negative_prompt"])
+        for name, (prompt, negative) in styles.items():
+            writer.writerow([name, prompt, negative])
 
 
 def _wait_ready(server: WebUI, log_offset: int) -> bool:
