@@ -66,13 +66,18 @@ def check_choice(key: str, value: Any, choices: Sequence[str]) -> str:
     return str(value)
 
 
+def check_keys(data: Any, allowed: Sequence[str], what: str) -> None:
+    """An object whose keys are all known: the message lists the unknown ones and what is allowed."""
+    if not isinstance(data, Mapping):
+        raise DnpArgsError(f"{what} must be an object, not {type(data).__name__}")
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise DnpArgsError(f"unknown {what} {', '.join(map(repr, unknown))}; allowed: {', '.join(allowed)}")
+
+
 def from_mapping(data: Mapping[str, Any]) -> DnpArgs:
     """Validate a dict of arguments by name; missing keys take their defaults, unknown keys are errors."""
-    if not isinstance(data, Mapping):
-        raise DnpArgsError(f"arguments must be an object, not {type(data).__name__}")
-    unknown = sorted(set(data) - set(FIELD_NAMES))
-    if unknown:
-        raise DnpArgsError(f"unknown argument(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(FIELD_NAMES)}")
+    check_keys(data, FIELD_NAMES, "argument(s)")
     d = DnpArgs()
     get = data.get
     return DnpArgs(

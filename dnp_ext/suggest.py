@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -19,6 +19,7 @@ from .args import (
     DnpArgs,
     DnpArgsError,
     check_choice,
+    check_keys,
     check_number,
 )
 from .negatives import MERGE_MODES
@@ -73,11 +74,7 @@ def _int(key: str, value: Any, lo: float, hi: float) -> int:
 
 def parse_suggest_request(data: Mapping[str, Any]) -> SuggestRequest:
     """Validate a JSON body; missing keys take their defaults, unknown keys and bad values are errors."""
-    if not isinstance(data, Mapping):
-        raise DnpArgsError(f"the request must be a JSON object, not {type(data).__name__}")
-    unknown = sorted(set(data) - set(SUGGEST_FIELDS))
-    if unknown:
-        raise DnpArgsError(f"unknown field(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(SUGGEST_FIELDS)}")
+    check_keys(data, SUGGEST_FIELDS, "field(s)")
     if "prompt" not in data:
         raise DnpArgsError("'prompt' is required")
     d = SuggestRequest(prompt="")
@@ -133,8 +130,3 @@ def png_base64(image: Any, infotext: str) -> str:
     buf = io.BytesIO()
     image.save(buf, format="PNG", pnginfo=meta)
     return base64.b64encode(buf.getvalue()).decode()
-
-
-def suggestion_for_box(negative_prompts: Sequence[str], index: int = 0) -> str:
-    """The suggestion the UI puts into the single negative prompt box: the chosen seed's (first by default)."""
-    return negative_prompts[index] if 0 <= index < len(negative_prompts) else ""
