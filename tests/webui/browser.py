@@ -2,7 +2,8 @@
 
 Playwright's own browser downloads are never used: Chromium comes from DNP_CHROMIUM or the PATH
 (Debian's /usr/bin/chromium), so nothing is fetched at test time. Elements are found by the gradio
-elem_ids the WebUI and the extension set; gradio 3.41 puts them on the component's outer block.
+elem_ids the WebUI and the extension set; gradio 3.41 (A1111) and 4.40 (Forge) put them on the component's
+outer block. Where the two gradios' markup differs, selectors match both.
 """
 
 from __future__ import annotations
@@ -32,6 +33,16 @@ UI_TIMEOUT_MS = 60_000  # first page load and each generation (tiny models on a 
 SCREENSHOT_DIR = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
 DNP = "dnp_txt2img"  # the accordion's elem_id prefix (dnp_ext.host.script)
+
+
+def html_box(elem_id: str) -> str:
+    """The selector of a gr.HTML's content: gradio 3.41 puts the elem_id on the div.prose itself, gradio 4 on
+    the block around it."""
+    return f":is(div.prose#{elem_id}, #{elem_id} div.prose)"
+
+
+INFOTEXT = html_box("html_info_txt2img")
+NOTE = html_box(f"{DNP}_note")
 
 
 def find_chromium() -> str | None:
@@ -83,7 +94,8 @@ class Txt2Img:
 
     def set_dropdown(self, elem_id: str, value: str) -> None:
         self.q(f"#{elem_id} input").click()
-        self.q(f"#{elem_id} li[data-value='{value}']").click()
+        # an option is li[data-value] in gradio 3.41 (A1111), li[aria-label] in gradio 4 (Forge)
+        self.q(f"#{elem_id} li:is([data-value='{value}'], [aria-label='{value}'])").click()
         assert self.q(f"#{elem_id} input").input_value() == value
 
     def set_basics(self, *, seed: int, batch_size: int = 1) -> None:
@@ -104,15 +116,17 @@ class Txt2Img:
 
     def infotext(self) -> str:
         """The infotext under the gallery (the selected image's)."""
-        return self.q("div.prose#html_info_txt2img").inner_text()
+        return self.q(INFOTEXT).inner_text()
 
     def generation_info(self) -> dict[str, Any]:
         text = self.q("#generation_info_txt2img textarea").input_value()
         return json.loads(text) if text else {}
 
     def gallery_count(self, elem_id: str) -> int:
-        # the grid view is always rendered (the preview's thumbnail strip only in preview mode)
-        return self.q(f"#{elem_id} .grid-wrap .thumbnail-item").count()
+        # gradio 3.41 always renders the grid view (the preview's thumbnail strip only in preview mode);
+        # gradio 4 renders either the grid or, in preview mode, only the thumbnail strip
+        grid = self.q(f"#{elem_id} .grid-wrap .thumbnail-item").count()
+        return grid or self.q(f"#{elem_id} .thumbnails .thumbnail-item").count()
 
     # ---- the extension's accordion
     def open_dnp(self) -> None:
@@ -124,13 +138,13 @@ class Txt2Img:
         return self.q(f"#{DNP}_{name} input[type=checkbox]")
 
     def note(self) -> str:
-        return self.q(f"div.prose#{DNP}_note").inner_text()
+        return self.q(NOTE).inner_text()
 
     def expect_note(self, text: str) -> None:
         """Wait (retrying) until the accordion's note contains `text`."""
         from playwright.sync_api import expect
 
-        expect(self.q(f"div.prose#{DNP}_note")).to_contain_text(text, timeout=UI_TIMEOUT_MS)
+        expect(self.q(NOTE)).to_contain_text(text, timeout=UI_TIMEOUT_MS)
 
     # ---- actions that round-trip to the server
     def _info_marker(self) -> str:
@@ -164,7 +178,7 @@ class Txt2Img:
                 const n = gradioApp().querySelector(sel);
                 return n && n.innerText.trim() && n.innerText !== before;
             }""",
-            arg=[f"div.prose#{DNP}_note", before],
+            arg=[NOTE, before],
             timeout=UI_TIMEOUT_MS,
         )
 

@@ -2,10 +2,12 @@
 
 Run it with the WebUI's interpreter (same transformers, ftfy and CLIP tokenizer files as the server):
 
-    <webui>/venv/bin/python tests/webui/clip_chunks.py --webui-dir <webui> --tokenizer <clip-text> TEXTS.json
+    <webui>/venv/bin/python tests/webui/clip_chunks.py --webui-dir <webui> [--tokenizer <clip-text>] TEXTS.json
 
 TEXTS.json holds a JSON list of prompts; the last stdout line is a JSON list of chunk counts.
-Prompt syntax is parsed with the WebUI's own prompt_parser (emphasis, escapes, BREAK); the chunking below
+Prompt syntax is parsed with the WebUI's own parser (emphasis, escapes, BREAK): A1111's
+modules/prompt_parser, Forge's backend/text_processing/parsing (with the default "Original" emphasis),
+whose text engine also uses the CLIP tokenizer Forge ships (the default --tokenizer there); the chunking below
 follows the WebUI's documented defaults for SD1 text encoders: 75 tokens per chunk, a BREAK closes a chunk,
 and a chunk that fills up moves the words after a comma within its last 20 tokens ("comma padding
 backtrack") to the next chunk. Textual-inversion embeddings are not considered (tests load none).
@@ -20,6 +22,8 @@ from pathlib import Path
 
 CHUNK_LENGTH = 75
 COMMA_BACKTRACK = 20
+FORGE_PARSER = Path("backend") / "text_processing" / "parsing.py"
+FORGE_TOKENIZER = Path("backend") / "huggingface" / "runwayml" / "stable-diffusion-v1-5" / "tokenizer"
 
 
 def count_chunks(pieces: list[tuple[list[int] | None, float]], comma: int) -> int:
@@ -49,18 +53,34 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("texts", type=Path)
     parser.add_argument("--webui-dir", type=Path, required=True)
-    parser.add_argument("--tokenizer", type=Path, required=True, help="folder with the CLIP tokenizer files")
+    parser.add_argument(
+        "--tokenizer", type=Path, help="folder with the CLIP tokenizer files (Forge: default its own SD1.5 one)"
+    )
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(args.webui_dir))
-    from modules import prompt_parser  # only needs lark: safe to import without starting the WebUI
+    if (args.webui_dir / FORGE_PARSER).is_file():
+        # Forge's text engine parses with its own copy of the attention parser (only needs re)
+        from backend.text_processing import parsing
+
+        def parse(text: str) -> list:
+            return parsing.parse_prompt_attention(text, "Original")
+
+        tokenizer_dir = args.tokenizer or args.webui_dir / FORGE_TOKENIZER
+    else:
+        from modules import prompt_parser  # only needs lark: safe to import without starting the WebUI
+
+        parse = prompt_parser.parse_prompt_attention
+        tokenizer_dir = args.tokenizer
+    if tokenizer_dir is None:
+        parser.error("--tokenizer is required for this WebUI")
     from transformers import CLIPTokenizer
 
-    tokenizer = CLIPTokenizer.from_pretrained(str(args.tokenizer))
+    tokenizer = CLIPTokenizer.from_pretrained(str(tokenizer_dir))
     comma = tokenizer.get_vocab()[",</w>"]
     counts = []
     for text in json.loads(args.texts.read_text(encoding="utf-8")):
-        parsed = prompt_parser.parse_prompt_attention(text)
+        parsed = parse(text)
         pieces = []
         for piece, weight in parsed:
             if piece == "BREAK" and weight == -1:

@@ -1,7 +1,8 @@
 """Integration-test harness: starts a real Stable Diffusion WebUI with tiny random-weight models.
 
-Enabled by SD_WEBUI_DIR (an AUTOMATIC1111 install; its interpreter is SD_WEBUI_PYTHON, else
-<SD_WEBUI_DIR>/venv/bin/python). Without it every test in tests/webui is skipped.
+Enabled by SD_WEBUI_DIR (an AUTOMATIC1111 or a Forge install; its interpreter is SD_WEBUI_PYTHON, else
+<SD_WEBUI_DIR>/venv/bin/python). Without it every test in tests/webui is skipped. `WebUI.host` says which
+one runs ("a1111" | "forge"), for the tests that must know a host difference.
 
 Each server gets its own --data-dir in a pytest tmp folder (config.json, outputs, caches, and the
 extensions/ folder A1111 scans), so runs never touch the install or each other: the extension is a
@@ -10,7 +11,13 @@ Servers bind 127.0.0.1 on a free port, run offline on CPU with --api, and are st
 group) at session end, also when tests fail. Logs are kept; a failing test's report gets their tail.
 
 Only the stdlib, numpy, pillow and pytest are used here (this runs in the project's test venv); the
-models are built by the WebUI's own interpreter, which has torch and transformers 4.30.
+models are built by the WebUI's own interpreter (A1111: transformers 4.30, Forge: 4.46), since folders saved
+by one transformers release may not load in another.
+
+Forge's test checkpoint (tests/webui/tiny_forge.py) is ~0.6 GB, because Forge builds full-size CLIP-L and VAE
+whatever the file says. It is deterministic, so it is built once and kept in a cache folder keyed by a hash
+of everything it is made from (DNP_TEST_CACHE, default ~/.cache/sd-webui-dnp-tests; DNP_TEST_CACHE=""
+builds it into the pytest tmp folder every session instead).
 """
 
 from __future__ import annotations
@@ -18,9 +25,11 @@ from __future__ import annotations
 import base64
 import contextlib
 import csv
+import hashlib
 import io
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -71,7 +80,7 @@ def webui_python(webui_dir: Path) -> Path:
 
 
 SKIP_REASON = (
-    "SD_WEBUI_DIR not set: point it at an AUTOMATIC1111 install (e.g. SD_WEBUI_DIR=/work/webui/a1111) "
+    "SD_WEBUI_DIR not set: point it at an AUTOMATIC1111 or Forge install (e.g. SD_WEBUI_DIR=/work/webui/a1111) "
     "to run the WebUI integration tests"
 )
 
@@ -112,8 +121,10 @@ class TinyModels:
     root: Path
     checkpoint: Path
     checkpoint_dir: Path
-    config: Path
-    text_encoder: Path
+    # A1111 only: the ldm yaml and the CLIP text encoder folder (also the tokenizer the chunk counter uses).
+    # Forge has neither: it builds the model from the weights and ships the tokenizer.
+    config: Path | None
+    text_encoder: Path | None
     # Builds the tiny captioners on first use (see `captioners`); None when there is nothing to build.
     captioner_builder: Callable[[], dict[str, Path]] | None = field(default=None, repr=False)
     _captioners: dict[str, Path] | None = field(default=None, repr=False)
@@ -210,6 +221,21 @@ class WebUI:
 
     def set_options(self, **options: Any) -> None:
         self.post("/sdapi/v1/options", options)
+
+    def get_options(self) -> dict[str, Any]:
+        """The server's settings, as GET /sdapi/v1/options gives them on A1111.
+
+        Forge's GET /sdapi/v1/options lists no extension's settings (ControlNet's own included): its answer
+        model is built when the built-in ControlNet imports the API module while scripts load, before any
+        extension has registered a setting. POST still sets them. There the extensions' settings are read from
+        /internal/sysinfo's "Config", the same opts.data that the A1111 route answers from.
+        """
+        options = self.get("/sdapi/v1/options")
+        if self.host == "forge":
+            config = self.get("/internal/sysinfo").get("Config")
+            assert isinstance(config, dict), f"/internal/sysinfo has no Config: {str(config)[:300]}"
+            options = {**config, **options}
+        return options
 
     def use_tiny_captioners(self) -> None:
         """Point the extension's captioner settings at the tiny captioners built for this session."""
@@ -318,27 +344,106 @@ def _build_captioners(install: Install, outdir: Path, logdir: Path) -> dict[str,
 
 @pytest.fixture(scope="session")
 def tiny_models(webui_install: Install, tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
-    """Tiny SD1 checkpoint + yaml + CLIP text encoder, built for this session (captioners on first use)."""
+    """Tiny SD1 checkpoint (+ yaml + CLIP text encoder on A1111), built for this session (captioners on first
+    use). Forge's checkpoint comes from the fixture cache when it holds one built from the same inputs."""
     root = tmp_path_factory.mktemp("tiny-models")
     t0 = time.monotonic()
+    if webui_install.host == "forge":
+        checkpoint_dir, checkpoint = _tiny_forge_checkpoint(webui_install, root)
+        config = text_encoder = None
+    else:
+        out = _run_builder(
+            webui_install,
+            [str(HERE / "tiny_sd.py"), str(root / "sd"), "--webui-dir", str(webui_install.dir)],
+            "tiny SD checkpoint",
+            root / "tiny_sd.log",
+        )
+        manifest = _last_json_line(out)
+        if not isinstance(manifest, dict):
+            pytest.fail(f"tiny_sd.py printed no manifest:\n{out[-2000:]}", pytrace=False)
+        checkpoint_dir, checkpoint = Path(manifest["checkpoint_dir"]), Path(manifest["checkpoint"])
+        config, text_encoder = Path(manifest["config"]), Path(manifest["text_encoder"])
+    sys.stderr.write(f"\n[webui harness] tiny models ready in {time.monotonic() - t0:.1f}s under {root}\n")
+    return TinyModels(
+        root=root,
+        checkpoint=checkpoint,
+        checkpoint_dir=checkpoint_dir,
+        config=config,
+        text_encoder=text_encoder,
+        captioner_builder=lambda: _build_captioners(webui_install, root / "captioners", root),
+    )
+
+
+def _cache_root() -> Path | None:
+    value = os.environ.get("DNP_TEST_CACHE")
+    if value is None:
+        return Path.home() / ".cache" / "sd-webui-dnp-tests"
+    return Path(value).expanduser() if value.strip() else None
+
+
+def _tiny_forge_key(install: Install) -> str:
+    """Hash of what tiny_forge.py's bytes depend on: the builder, the Forge files it builds from, and the
+    torch / transformers / safetensors releases of Forge's interpreter (their random init and file format)."""
+    h = hashlib.sha256((HERE / "tiny_forge.py").read_bytes())
+    sd15 = install.dir / "backend" / "huggingface" / "runwayml" / "stable-diffusion-v1-5"
+    for path in (
+        sd15 / "text_encoder" / "config.json",
+        sd15 / "vae" / "config.json",
+        install.dir / "backend" / "nn" / "unet.py",
+        install.dir / "backend" / "nn" / "vae.py",
+    ):
+        h.update(path.name.encode())
+        h.update(path.read_bytes() if path.is_file() else b"-")
+    site = sorted(install.python.parent.parent.glob("lib/python*/site-packages"))
+    for package in ("torch", "transformers", "safetensors"):
+        found = sorted(d.name for s in site for d in s.glob(f"{package}-*.dist-info"))
+        h.update(repr(found).encode())
+    return h.hexdigest()[:16]
+
+
+def _tiny_forge_checkpoint(install: Install, root: Path) -> tuple[Path, Path]:
+    """(checkpoint_dir, checkpoint) of tiny_forge.py's SD1.5 checkpoint, from the cache or built now.
+
+    A cache entry is a folder renamed into place only once it is complete, so a run that dies mid-build or
+    a concurrent session never sees half a checkpoint; the folder holds nothing but the checkpoint (it is
+    Forge's --ckpt-dir, read-only for Forge).
+    """
+    cache = _cache_root()
+    if cache is None:
+        return _build_tiny_forge(install, root / "sd", root / "tiny_forge.log")
+    entry = cache / f"tiny-forge-{_tiny_forge_key(install)}"
+    found = sorted((entry / "checkpoints").glob("*.safetensors")) if entry.is_dir() else []
+    if found:
+        sys.stderr.write(f"\n[webui harness] Forge tiny checkpoint from the cache: {found[0]}\n")
+        return found[0].parent, found[0]
+    cache.mkdir(parents=True, exist_ok=True)
+    if entry.exists():  # an entry that lost its checkpoint (cleaned up by hand?): build it again
+        shutil.rmtree(entry, ignore_errors=True)
+    staging = cache / f".building-{entry.name}-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        _build_tiny_forge(install, staging, root / "tiny_forge.log")
+        with contextlib.suppress(OSError):  # a concurrent session got there first: keep its entry
+            staging.rename(entry)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    found = sorted((entry / "checkpoints").glob("*.safetensors"))
+    if not found:
+        pytest.fail(f"the Forge tiny checkpoint is missing from {entry}", pytrace=False)
+    return found[0].parent, found[0]
+
+
+def _build_tiny_forge(install: Install, outdir: Path, log: Path) -> tuple[Path, Path]:
     out = _run_builder(
-        webui_install,
-        [str(HERE / "tiny_sd.py"), str(root / "sd"), "--webui-dir", str(webui_install.dir)],
-        "tiny SD checkpoint",
-        root / "tiny_sd.log",
+        install,
+        ["-m", "tests.webui.tiny_forge", str(outdir), "--webui-dir", str(install.dir)],
+        "tiny Forge checkpoint",
+        log,
     )
     manifest = _last_json_line(out)
     if not isinstance(manifest, dict):
-        pytest.fail(f"tiny_sd.py printed no manifest:\n{out[-2000:]}", pytrace=False)
-    sys.stderr.write(f"\n[webui harness] tiny models built in {time.monotonic() - t0:.1f}s under {root}\n")
-    return TinyModels(
-        root=root,
-        checkpoint=Path(manifest["checkpoint"]),
-        checkpoint_dir=Path(manifest["checkpoint_dir"]),
-        config=Path(manifest["config"]),
-        text_encoder=Path(manifest["text_encoder"]),
-        captioner_builder=lambda: _build_captioners(webui_install, root / "captioners", root),
-    )
+        pytest.fail(f"tiny_forge.py printed no manifest:\n{out[-2000:]}", pytrace=False)
+    return Path(manifest["checkpoint_dir"]), Path(manifest["checkpoint"])
 
 
 def _free_port() -> int:
@@ -372,33 +477,35 @@ def _server_env() -> dict[str, str]:
     return env
 
 
-def host_launch_args(host: str, *, port: int, data_dir: Path, models: TinyModels) -> list[str]:
-    if host == "a1111":
-        return [
-            "launch.py",
-            "--skip-prepare-environment",
-            "--skip-torch-cuda-test",
-            "--skip-python-version-check",
-            "--skip-version-check",
-            "--use-cpu",
-            "all",
-            "--no-half",
-            "--precision",
-            "full",
-            "--api",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(data_dir),
-            "--ckpt-dir",
-            str(models.checkpoint_dir),
-            "--no-download-sd-model",
-            "--disable-console-progressbars",
-            "--enable-insecure-extension-access",
-        ]
-    # TODO(forge): Forge's flags differ (e.g. --always-cpu, no --precision/--use-cpu semantics) and it
-    # detects SD1 from the state dict; whoever adds Forge support fills this in.
-    pytest.skip(f"WebUI host {host!r}: the harness has no launch flags for it yet")
+def host_launch_args(host: str, *, port: int, data_dir: Path, models: TinyModels, webui_dir: Path) -> list[str]:
+    if host not in ("a1111", "forge"):
+        pytest.skip(f"WebUI host {host!r}: the harness has no launch flags for it")
+    if host == "forge":
+        # --always-cpu instead of --use-cpu all / --no-half / --precision full (it computes in fp32 on the CPU
+        # anyway); the SD1.5 architecture comes from the checkpoint's weights, not a yaml. Gradio 4 serves
+        # /file= only from allowed paths, which default to the data dir: without the install, the page's own
+        # script.js, javascript/*.js and style.css answer 403 and the UI has no WebUI JavaScript.
+        host_flags = ["--always-cpu", "--gradio-allowed-path", str(webui_dir)]
+    else:
+        host_flags = ["--use-cpu", "all", "--no-half", "--precision", "full"]
+    return [
+        "launch.py",
+        "--skip-prepare-environment",
+        "--skip-torch-cuda-test",
+        "--skip-python-version-check",
+        "--skip-version-check",
+        *host_flags,
+        "--api",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+        "--ckpt-dir",
+        str(models.checkpoint_dir),
+        "--no-download-sd-model",
+        "--disable-console-progressbars",
+        "--enable-insecure-extension-access",
+    ]
 
 
 @contextlib.contextmanager
@@ -440,7 +547,7 @@ def start_webui(
             port = _free_port()
             cmd = [
                 str(install.python),
-                *host_launch_args(install.host, port=port, data_dir=data_dir, models=models),
+                *host_launch_args(install.host, port=port, data_dir=data_dir, models=models, webui_dir=install.dir),
                 *args,
             ]
             with log_path.open("ab") as log:

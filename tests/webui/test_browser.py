@@ -13,7 +13,16 @@ from typing import Any
 
 import pytest
 
-from .browser import CHROMIUM_ARGS, DNP, UI_TIMEOUT_MS, VIEWPORT, Txt2Img, find_chromium, screenshots_wanted
+from .browser import (
+    CHROMIUM_ARGS,
+    DNP,
+    INFOTEXT,
+    UI_TIMEOUT_MS,
+    VIEWPORT,
+    Txt2Img,
+    find_chromium,
+    screenshots_wanted,
+)
 from .conftest import WebUI
 
 DNP_KEYS = ("DNP:", "DNS scale:", "DNP captioner:")
@@ -156,14 +165,14 @@ def test_auto_dnp_shows_results_and_dns_images(ui: Txt2Img) -> None:
     # clicking a DNS thumbnail shows that image's infotext
     ui.select_gallery_image(first + batch)
     ui.page.wait_for_function(
-        "key => gradioApp().querySelector('div.prose#html_info_txt2img').innerText.includes(key)",
-        arg=DNS_IMAGE,
+        "([sel, key]) => gradioApp().querySelector(sel).innerText.includes(key)",
+        arg=[INFOTEXT, DNS_IMAGE],
         timeout=UI_TIMEOUT_MS,
     )
     ui.select_gallery_image(first)
     ui.page.wait_for_function(
-        "key => !gradioApp().querySelector('div.prose#html_info_txt2img').innerText.includes(key)",
-        arg=DNS_IMAGE,
+        "([sel, key]) => !gradioApp().querySelector(sel).innerText.includes(key)",
+        arg=[INFOTEXT, DNS_IMAGE],
         timeout=UI_TIMEOUT_MS,
     )
     ui.screenshot("auto-dnp", "#txt2img_prompt_container", f"#{DNP}_suggest", "#txt2img_results")
@@ -261,7 +270,7 @@ def test_suggest_and_generate(ui: Txt2Img) -> None:
 
 
 def test_settings_section(ui: Txt2Img, webui: WebUI) -> None:
-    options = webui.get("/sdapi/v1/options")
+    options = webui.get_options()
     tiny = {key: options[key] for key in ("dnp_blip2_model", "dnp_blip_model")}
     if screenshots_wanted():
         # the README shows the defaults, not this session's temporary folders
@@ -274,7 +283,7 @@ def test_settings_section(ui: Txt2Img, webui: WebUI) -> None:
         ui.q("#settings > .tab-nav button", has_text="Diffusion-Negative Prompting").click()
         section = ui.q("#settings_dnp")
         section.wait_for(state="visible")
-        current = webui.get("/sdapi/v1/options")
+        current = webui.get_options()
         assert ui.q("#setting_dnp_blip2_model :is(input, textarea)").input_value() == current["dnp_blip2_model"]
         assert ui.q("#setting_dnp_blip_model :is(input, textarea)").input_value() == current["dnp_blip_model"]
         after = ui.q("#setting_dnp_captioner_after")
@@ -285,3 +294,40 @@ def test_settings_section(ui: Txt2Img, webui: WebUI) -> None:
     finally:
         if screenshots_wanted():
             webui.set_options(**tiny)
+
+
+def test_paste_restores_settings_with_auto_dnp_off(ui: Txt2Img, webui: WebUI) -> None:
+    """Paste (README "Paste and reproduce"): an auto-DNP image's infotext brings the DNP settings back into the
+    accordion but unticks Auto-DNP, since the pasted negative already holds n*."""
+    from playwright.sync_api import expect
+
+    args = {
+        "enabled": True,
+        "captioner": "blip",
+        "dns_scale": 3.0,
+        "dns_steps": 6,
+        "merge": "prepend",
+        "per_image": False,
+    }
+    response = webui.txt2img(
+        prompt="a photo of a dog",
+        negative_prompt="lowres",
+        seed=707,
+        alwayson_scripts={"diffusion-negative prompting": {"args": [args]}},
+    )
+    infotext = webui.info(response)["infotexts"][0]
+    negative = infotext.split("\nNegative prompt: ", 1)[1].split("\n", 1)[0]
+    assert negative.endswith(", lowres") and "DNP: " in infotext, infotext
+
+    ui.open_dnp()
+    ui.checkbox("enabled").check()
+    ui.prompt.fill(infotext)
+    ui.q("#tab_txt2img #paste").click()
+    ui.expect_value(ui.negative, negative)
+    ui.expect_value(ui.prompt, "a photo of a dog")
+    expect(ui.checkbox("enabled")).not_to_be_checked()
+    expect(ui.checkbox("per_image")).not_to_be_checked()
+    ui.expect_value(ui.q(f"#{DNP}_captioner input"), "blip")
+    expect(ui.q(f"#{DNP}_merge").get_by_label("prepend")).to_be_checked()
+    assert float(ui.q(f"#{DNP}_dns_scale input[type=number]").input_value()) == 3.0
+    assert int(ui.q(f"#{DNP}_dns_steps input[type=number]").input_value()) == 6
