@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import pnginfo
+from ..client import as_png
 from .client import Txt2ImgResult, WebUIClient, dnp_script_args
 from .progress import Progress
 from .prompts import Prompt, PromptSet
@@ -221,25 +221,6 @@ def caption_of(infotext: str, info: dict[str, Any]) -> str | None:
     return neg
 
 
-def _png_with_infotext(data: bytes, infotext: str) -> bytes:
-    if not pnginfo.is_png(data):
-        # the WebUI answers in its samples_format; keep everything as PNG
-        try:
-            import io
-
-            from PIL import Image
-        except ImportError as e:
-            raise RuntimeError(
-                "the WebUI returned a non-PNG image; install Pillow or set the WebUI's samples_format to png"
-            ) from e
-        buf = io.BytesIO()
-        Image.open(io.BytesIO(data)).save(buf, format="PNG")
-        data = buf.getvalue()
-    if infotext and "parameters" not in pnginfo.read_text(data):
-        data = pnginfo.add_text(data, "parameters", infotext)
-    return data
-
-
 def _write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
@@ -325,12 +306,12 @@ class Runner:
             rec.caption = caption_of(infotext, res.info)
             rec.negative_prompt = parse_negative(infotext) or rec.caption or ""
             if len(res.images) > first + 1:  # show_dns: the DNS image follows the generated one
-                dns = _png_with_infotext(res.images[first + 1], texts[first + 1] if len(texts) > first + 1 else "")
+                dns = as_png(res.images[first + 1], texts[first + 1] if len(texts) > first + 1 else "")
                 rec.dns_file = job.relpath(DNS_DIR)
             elif not self._warned_no_dns:
                 self.log("warning: the WebUI returned no DNS image (show_dns); the contact sheet will lack it")
                 self._warned_no_dns = True
-        image = _png_with_infotext(res.images[first], infotext)
+        image = as_png(res.images[first], infotext)
         self.manifest.add(rec)
         if dns is not None and rec.dns_file:
             _write_atomic(self.out / rec.dns_file, dns)
