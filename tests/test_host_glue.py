@@ -89,6 +89,11 @@ class CaptionerHub:
         return make
 
     @property
+    def captioned(self) -> bool:
+        """Whether any captioner was asked for a caption (making one, for the preflight check, is cheap)."""
+        return any(c.batches for c in self.instances)
+
+    @property
     def only(self) -> FakeCaptioner:
         assert len(self.instances) == 1
         return self.instances[0]
@@ -452,7 +457,7 @@ def test_skip_with_a_shared_dns_image_drops_the_run(web, glue, captioners):
     p, processed = generate(
         web, glue, [{"enabled": True, "per_image": False}], prompt="a castle", batch_size=2, n_iter=2, seed=1
     )
-    assert p.n_iter == 0 and processed.images == [] and not captioners.instances
+    assert p.n_iter == 0 and processed.images == [] and not captioners.captioned
     assert web.state.job_no == web.state.job_count
 
 
@@ -462,7 +467,7 @@ def test_interrupt_during_dns_leaves_p_unchanged(web, glue, captioners):
     before = snapshot(p)
     glue.script.DnpScript().process(p, {"enabled": True})
     assert snapshot(p) == before and "init" not in vars(p)
-    assert len(web.calls) == 1 and not captioners.instances
+    assert len(web.calls) == 1 and not captioners.captioned
     assert getattr(p, RESULT_ATTR) is None
 
 
@@ -528,14 +533,17 @@ def test_sd_model_moves_off_the_gpu_only_for_a_cuda_captioner(web, glue, caption
     assert kinds == (["sd_model_to_cpu", *expected, "sd_model_to_device"] if moves else expected)
 
 
-def test_captioner_setting_pointing_nowhere_is_a_503(web, glue, captioners, tmp_path):
+def test_captioner_setting_pointing_nowhere_is_a_503_before_any_dns(web, glue, tmp_path):
+    # the real blip2 captioner (its preflight check loads nothing)
+    caps.clear_cache()
     web.opts.dnp_blip2_model = str(tmp_path / "missing")
     p = prepared(web, prompt="a castle", seed=1)
     glue.script.DnpScript().process(p, {"enabled": True})
     with pytest.raises(glue.webui.DnpError) as e:
         p.init(p.all_prompts, p.all_seeds, p.all_subseeds)
-    assert e.value.status_code == 503 and "dnp_blip2_model" in str(e.value)
-    assert not captioners.instances
+    assert e.value.status_code == 503 and "dnp_blip2_model" in str(e.value) and "does not exist" in str(e.value)
+    assert not web.calls  # failed fast: no DNS pass was spent
+    caps.clear_cache()
 
 
 # -- postprocess and infotext --------------------------------------------------------------------------
@@ -763,7 +771,7 @@ def test_webui_host_suggest_end_to_end(web, glue, captioners, client_for):
 def test_webui_host_suggest_interrupted(web, glue, captioners):
     press_during_dns(web, 1, "interrupt")
     result = glue.host.suggest(SuggestRequest(prompt="a fox", seed=1, batch_size=2, sampler_name="Euler"))
-    assert result.info["interrupted"] is True and result.negative_prompts == [] and not captioners.instances
+    assert result.info["interrupted"] is True and result.negative_prompts == [] and not captioners.captioned
     assert web.state.ended == 1
 
 

@@ -63,6 +63,9 @@ class Captioner(ABC):
     def release(self, policy: str) -> None:
         """ "offload": move the model to the CPU (kept in RAM); "unload": drop it and free the memory."""
 
+    def check(self) -> None:  # noqa: B027 - optional hook, most captioners have nothing to check
+        """Cheap preflight, before any work: raise CaptionerError for what is wrong already (no loading)."""
+
 
 class ModelCaptioner(Captioner):
     """A captioner backed by a model that loads lazily and can be offloaded or unloaded.

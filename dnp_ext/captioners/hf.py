@@ -139,6 +139,9 @@ class HFCaptioner(ModelCaptioner):
             return getattr(torch, self.dtype) if isinstance(self.dtype, str) else self.dtype
         return torch.float16 if _device_type(device) == "cuda" else torch.float32
 
+    def check(self) -> None:
+        self._resolve_source()
+
     def _resolve_source(self) -> tuple[str, bool]:
         path = os.path.expanduser(self.source)
         if os.path.isdir(path):

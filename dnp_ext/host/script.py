@@ -9,6 +9,7 @@ from modules.shared import state
 
 from .. import TITLE, ui
 from ..args import DnpArgs, DnpArgsError, from_script_args
+from ..captioners.base import CaptionerError
 from ..pipeline import DnpPlan, DnpResult, run_auto_dnp
 from . import current, review
 from .webui import RunAdapter, apply_result, as_dnp_error, fail_run
@@ -57,9 +58,10 @@ class DnpScript(scripts.Script):
         setattr(p, RESULT_ATTR, None)
         try:
             args = from_script_args(script_args)
-            if args.enabled:
+            if args.enabled:  # fail before any DNS work: a captioner that can't be used is known now
                 current().check_captioner(args.captioner)
-        except DnpArgsError as e:
+                current().captioner(args.captioner).check()
+        except (DnpArgsError, CaptionerError) as e:
             fail_run(p, as_dnp_error(e))
             return
         if args.enabled and p.all_prompts:

@@ -6,7 +6,6 @@ run's seeds), so each DNS image is exactly what the user would get by typing tho
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -238,15 +237,7 @@ class WebUIHost:
                 captioner=name,
                 setting=setting,
             )
-        looks_like_path = os.path.isabs(source) or source.startswith((".", "~")) or os.sep + os.sep in source
-        if looks_like_path and not os.path.isdir(os.path.expanduser(source)):
-            raise CaptionerError(
-                f"{name}: the folder {source!r} (setting {setting} in Settings > {TITLE}) does not exist. "
-                "Fix: point the setting at a folder holding the model, or at a Hugging Face id.",
-                captioner=name,
-                setting=setting,
-            )
-        return make_captioner(name, os.path.expanduser(source), self.captioner_device())
+        return make_captioner(name, source, self.captioner_device())
 
     def offload_sd_model(self) -> bool:
         device = self.captioner_device()
@@ -344,6 +335,7 @@ class WebUIHost:
         """
         args = req.dnp_args()
         self.check_captioner(args.captioner)
+        self.captioner(args.captioner).check()
         self.check_sampler(req.sampler_name, req.scheduler)
         p = processing.StableDiffusionProcessingTxt2Img(
             sd_model=shared.sd_model,
