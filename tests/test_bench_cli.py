@@ -14,20 +14,6 @@ from dnp_ext.bench.run import Runner
 from dnp_ext.bench.testing import FakeWebUI
 
 
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch = pytest.importorskip("torch")
-    pytest.importorskip("transformers")
-    torch.set_num_threads(1)
-    from dnp_ext.bench.testing import build_tiny_clip, clip_bpe_path
-
-    try:
-        clip_bpe_path()
-    except FileNotFoundError as e:
-        pytest.skip(str(e))
-    return build_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
-
-
 def _argv(url: str, out: Path, clip: Path, *extra: str) -> list[str]:
     return [
         "--url",

@@ -81,20 +81,6 @@ def test_prompt_scores_without_split() -> None:
 # ---- the scorer on tiny random CLIP weights ---------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch = pytest.importorskip("torch")
-    pytest.importorskip("transformers")
-    torch.set_num_threads(1)
-    from dnp_ext.bench.testing import build_tiny_clip, clip_bpe_path
-
-    try:
-        clip_bpe_path()
-    except FileNotFoundError as e:
-        pytest.skip(str(e))
-    return build_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
-
-
 def test_tokenizer_matches_openai_clip_ids(tiny_clip: Path) -> None:
     from dnp_ext.bench.clip_score import ClipScorer
 

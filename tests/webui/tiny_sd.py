@@ -24,8 +24,6 @@ Why the odd choices:
 from __future__ import annotations
 
 import argparse
-import gzip
-import importlib.util
 import json
 import os
 import sys
@@ -124,49 +122,17 @@ def model_config(text_encoder_dir: Path) -> dict:
     }
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    # Same table as CLIP's SimpleTokenizer / HF CLIPTokenizer: printable stand-ins for all 256 bytes.
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, [chr(c) for c in cs], strict=True))
+def write_clip_tokenizer_files(outdir: Path) -> tuple[Path, Path]:
+    """CLIP's vocab.json + merges.txt, by the project's one builder (dnp_ext.bench.testing, stdlib only)."""
+    root = str(Path(__file__).resolve().parents[2])  # run as a script by the WebUI's interpreter
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from dnp_ext.bench.testing import write_clip_tokenizer_files as write
 
-
-def find_bpe_vocab() -> Path:
-    """open_clip ships CLIP's BPE merges; locate the file without importing open_clip (slow, imports timm)."""
-    spec = importlib.util.find_spec("open_clip")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("open_clip is not installed in this interpreter (pip install --no-deps open-clip-torch)")
-    for location in spec.submodule_search_locations:
-        path = Path(location) / "bpe_simple_vocab_16e6.txt.gz"
-        if path.exists():
-            return path
-    raise RuntimeError("open_clip/bpe_simple_vocab_16e6.txt.gz not found")
-
-
-def write_clip_tokenizer_files(bpe_gz: Path, outdir: Path) -> tuple[Path, Path]:
-    """vocab.json + merges.txt built exactly the way CLIP's SimpleTokenizer builds its encoder."""
-    with gzip.open(bpe_gz) as fh:
-        lines = fh.read().decode("utf-8").split("\n")
-    merges = lines[1 : 49152 - 256 - 2 + 1]
-    vocab = list(_bytes_to_unicode().values())
-    vocab = vocab + [v + "</w>" for v in vocab]
-    vocab += ["".join(merge.split()) for merge in merges]
-    vocab += ["<|startoftext|>", "<|endoftext|>"]
-    encoder = {token: i for i, token in enumerate(vocab)}
-    if len(encoder) != TEXT_CONFIG["vocab_size"]:
-        raise RuntimeError(f"unexpected CLIP vocab size {len(encoder)}")
-    outdir.mkdir(parents=True, exist_ok=True)
-    vocab_file = outdir / "vocab.json"
-    merges_file = outdir / "merges.txt"
-    vocab_file.write_text(json.dumps(encoder, ensure_ascii=False), encoding="utf-8")
-    # HF's CLIPTokenizer skips the first line of merges.txt, like SimpleTokenizer skips the header.
-    merges_file.write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+    vocab_file, merges_file = write(outdir)
+    size = len(json.loads(vocab_file.read_text(encoding="utf-8")))
+    if size != TEXT_CONFIG["vocab_size"]:
+        raise RuntimeError(f"unexpected CLIP vocab size {size}")
     return vocab_file, merges_file
 
 
@@ -175,7 +141,7 @@ def build_text_encoder(outdir: Path) -> Path:
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     tmp = outdir / "_tokenizer_src"
-    vocab_file, merges_file = write_clip_tokenizer_files(find_bpe_vocab(), tmp)
+    vocab_file, merges_file = write_clip_tokenizer_files(tmp)
     tokenizer = CLIPTokenizer(
         str(vocab_file),
         str(merges_file),
