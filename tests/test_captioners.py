@@ -448,3 +448,87 @@ def test_cli_builds_both_folders(tmp_path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "blip2" / "config.json").exists() and (tmp_path / "blip" / "config.json").exists()
     assert time.monotonic() - start < 120
+
+
+# -- pickle weights refused by the host (A1111's safe unpickler) ----------------------------------------
+
+# A1111's modules/safe.py: the zip entries its check accepts; recent torch adds .format_version and others.
+A1111_ZIP_NAMES = r"^([^/]+)/((data/\d+)|version|byteorder|.data/serialization_id|(data\.pkl))$"
+
+
+def a1111_like_check(path: str) -> str | None:
+    """What A1111's check_pt says about a file (None: it would load), without a WebUI."""
+    import re
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        bad = [n for n in z.namelist() if not re.match(A1111_ZIP_NAMES, n)]
+    return f"bad file inside {path}: {bad[0]}" if bad else None
+
+
+@pytest.fixture
+def a1111_safe_load(monkeypatch):
+    """torch.load as A1111 replaces it: None (after printing a report) for a file its check refuses."""
+    from dnp_ext.captioners import hf
+
+    real = torch.load
+
+    def load(f, *args, **kwargs):
+        if isinstance(f, (str, os.PathLike)) and a1111_like_check(str(f)):
+            return None
+        return real(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", load)
+    hf.set_pickle_check(a1111_like_check)
+    yield
+    hf.set_pickle_check(None)
+
+
+def test_refused_pickle_weights_name_the_cause_and_the_fix(models, images, tmp_path, a1111_safe_load) -> None:
+    import re
+
+    from tests.tiny_captioners import save_as_pickle
+
+    folder = save_as_pickle(models["blip2"], tmp_path / "blip2-bin")
+    weights = folder / "pytorch_model.bin"
+    assert a1111_like_check(str(weights)), "this torch writes a file A1111's check accepts: nothing to test"
+    cap = Blip2Captioner(str(folder), "cpu", max_new_tokens=8)
+    # the preflight already knows, before any DNS work or loading
+    with pytest.raises(CaptionerError) as info:
+        cap.check()
+    msg = str(info.value)
+    assert_actionable(info.value, "blip2", "dnp_blip2_model")
+    for word in ("safe unpickler", str(weights), ".format_version", "--disable-safe-unpickle", "safetensors"):
+        assert word in msg, f"{word!r} not in: {msg}"
+    assert "does not hold a loadable" not in msg
+    assert not cap.loaded
+    # and so does the load itself (e.g. a source that only fails once loading)
+    with pytest.raises(CaptionerError, match="--disable-safe-unpickle"):
+        cap.caption(images[:1])
+
+    # the conversion the message gives, run as given, makes the folder load and caption like the original
+    command = re.search(r'python -c "([^"]+)"', msg)
+    assert command, msg
+    subprocess.run([sys.executable, "-c", command.group(1)], check=True, cwd=tmp_path, timeout=600)
+    assert (folder / "model.safetensors").is_file()
+    cap.check()
+    want = Blip2Captioner(str(models["blip2"]), "cpu", max_new_tokens=8).caption(images[:2])
+    assert cap.caption(images[:2]) == want
+
+
+def test_accepted_pickle_weights_load(models, images, tmp_path, monkeypatch) -> None:
+    """A host check that accepts the file changes nothing: .bin-only folders load as before."""
+    from dnp_ext.captioners import hf
+    from tests.tiny_captioners import save_as_pickle
+
+    folder = save_as_pickle(models["blip"], tmp_path / "blip-bin")
+    seen: list[str] = []
+    monkeypatch.setattr(hf, "_pickle_check", lambda path: seen.append(path))
+    cap = BlipCaptioner(str(folder), "cpu", max_new_tokens=8)
+    cap.check()
+    assert seen == [str(folder / "pytorch_model.bin")]
+    assert cap.caption(images[:2]) == BlipCaptioner(str(models["blip"]), "cpu", max_new_tokens=8).caption(images[:2])
+    # folders with safetensors are never checked: transformers does not torch.load them
+    seen.clear()
+    BlipCaptioner(str(models["blip"]), "cpu").check()
+    assert seen == []

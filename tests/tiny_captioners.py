@@ -231,6 +231,23 @@ def build_tiny_blip(folder: str | Path) -> Path:
     return folder
 
 
+def save_as_pickle(src: str | Path, dst: str | Path) -> Path:
+    """Copy a captioner folder with its safetensors weights re-saved as pytorch_model.bin by this torch (the
+    file A1111's safe unpickler refuses from recent torch releases); returns ``dst``."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    src, dst = Path(src), Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in src.iterdir():
+        if f.is_file() and not f.name.startswith("model.safetensors"):
+            shutil.copy2(f, dst / f.name)
+    torch.save(load_file(str(src / "model.safetensors")), str(dst / "pytorch_model.bin"))
+    return dst
+
+
 def build_all(outdir: str | Path) -> dict[str, Path]:
     outdir = Path(outdir)
     return {

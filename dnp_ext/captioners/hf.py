@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import os
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -19,6 +20,20 @@ if TYPE_CHECKING:
 
 DEFAULT_BLIP2 = "Salesforce/blip2-opt-2.7b"
 DEFAULT_BLIP = "Salesforce/blip-image-captioning-large"
+
+# Pickle weights transformers reads with torch.load when a folder has no safetensors (single file or shards).
+PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+SAFETENSORS_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+
+# A host's own check that its torch.load runs on a file: returns why it refuses the file, or None. A1111 sets
+# one (its safe unpickler makes torch.load return None for what it refuses, which transformers then trips on).
+PickleCheck = Callable[[str], "str | None"]
+_pickle_check: PickleCheck | None = None
+
+
+def set_pickle_check(check: PickleCheck | None) -> None:
+    global _pickle_check
+    _pickle_check = check
 
 
 def transformers_version() -> tuple[int, int]:
@@ -140,7 +155,66 @@ class HFCaptioner(ModelCaptioner):
         return torch.float16 if _device_type(device) == "cuda" else torch.float32
 
     def check(self) -> None:
-        self._resolve_source()
+        source, local = self._resolve_source()
+        if local:
+            refused = self._refused_pickle(source, local)
+            if refused is not None:
+                raise refused
+
+    # -- pickle weights the host refuses -------------------------------------------------------------
+    def _pickle_weights(self, source: str, local: bool) -> list[str]:
+        """The torch.load files transformers would read for this source: none where safetensors exist."""
+
+        def find(name: str) -> str | None:
+            if local:
+                path = os.path.join(source, name)
+                return path if os.path.isfile(path) else None
+            try:
+                from huggingface_hub import try_to_load_from_cache
+
+                found = try_to_load_from_cache(source, name)
+            except Exception:  # no hub package or a malformed id: nothing cached to look at
+                return None
+            return found if isinstance(found, str) else None
+
+        if any(find(name) for name in SAFETENSORS_WEIGHTS):
+            return []
+        single, index = (find(name) for name in PICKLE_WEIGHTS)
+        if single:
+            return [single]
+        if not index:
+            return []
+        import json
+
+        try:
+            with open(index, encoding="utf-8") as fh:
+                shards = sorted(set(json.load(fh).get("weight_map", {}).values()))
+        except (OSError, ValueError, AttributeError):
+            return []
+        return [f for f in (find(name) for name in shards) if f]
+
+    def _refused_pickle(self, source: str, local: bool, cause: BaseException | None = None) -> CaptionerError | None:
+        """The host's torch.load would refuse one of the weights files: say so, not "not a loadable folder"."""
+        if _pickle_check is None:
+            return None
+        for path in self._pickle_weights(source, local):
+            reason = _pickle_check(path)
+            if reason is None:
+                continue
+            target = source if local else "/a/folder/of/your/choice"
+            convert = (
+                f'python -c "from transformers import {self.model_class} as M; '
+                f"M.from_pretrained('{source}').save_pretrained('{target}', safe_serialization=True)\""
+            )
+            return self.error(
+                f"the WebUI's safe unpickler refuses the weights file {path!r} ({reason}), so no weights reach "
+                "the model: it rejects pickle (.bin) files saved by recent torch releases",
+                f"convert the weights to safetensors with the WebUI's Python: {convert}"
+                + ("" if local else f" and point '{self.setting}' to that folder")
+                + ", or start the WebUI with --disable-safe-unpickle (only for files you trust)",
+                cause,
+            )
+        return None
 
     def _resolve_source(self) -> tuple[str, bool]:
         path = os.path.expanduser(self.source)
@@ -198,7 +272,7 @@ class HFCaptioner(ModelCaptioner):
             traceback.clear_frames(exc.__traceback__)
             gc.collect()
             empty_device_cache()
-            raise self._load_error(exc, local) from exc
+            raise (self._refused_pickle(source, local, exc) or self._load_error(exc, local)) from exc
 
     def _prepare(self, loaded: _Loaded) -> None:
         """Model-specific setup after loading."""

@@ -23,6 +23,7 @@ from ..infotext import dns_image_params, generation_params
 from ..negatives import dns_prompt_pair
 from ..pipeline import DnpPlan, DnpResult, Stop, negatives_for, run_auto_dnp
 from ..suggest import SuggestRequest, SuggestResult
+from . import unpickle
 from .errors import DnpError
 
 SECTION = ("dnp", TITLE)
@@ -168,6 +169,7 @@ class WebUIHost:
             return
         self._installed = True
         self.register_settings()
+        unpickle.install()
         script_callbacks.on_app_started(self.on_app_started)
 
     def on_app_started(self, demo: Any, app: Any) -> None:
