@@ -104,3 +104,20 @@ def from_script_args(args: Sequence[Any]) -> DnpArgs:
     if len(args) > len(FIELD_NAMES):
         raise DnpArgsError(f"expected at most {len(FIELD_NAMES)} arguments ({', '.join(FIELD_NAMES)}), got {len(args)}")
     return from_mapping(dict(zip(FIELD_NAMES, args)))
+
+
+# Where the captioners' models come from: settings only (Settings, config.json, /sdapi/v1/options), never a
+# request's override_settings, which would load any folder on the server for one request.
+MODEL_PATH_SETTINGS: tuple[str, ...] = ("dnp_blip2_model", "dnp_blip_model")
+
+
+def check_override_settings(overrides: Any) -> None:
+    """A request's ``override_settings`` must not name a captioner model location."""
+    if not isinstance(overrides, Mapping):
+        return
+    for key in MODEL_PATH_SETTINGS:
+        if key in overrides:
+            raise DnpArgsError(
+                f"'override_settings' may not set {key!r}: captioner model locations are settings (Settings > "
+                "Diffusion-Negative Prompting, or POST /sdapi/v1/options), never request parameters"
+            )

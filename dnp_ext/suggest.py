@@ -21,6 +21,7 @@ from .args import (
     check_choice,
     check_keys,
     check_number,
+    check_override_settings,
 )
 from .negatives import MERGE_MODES
 
@@ -74,6 +75,8 @@ def _int(key: str, value: Any, lo: float, hi: float) -> int:
 
 def parse_suggest_request(data: Mapping[str, Any]) -> SuggestRequest:
     """Validate a JSON body; missing keys take their defaults, unknown keys and bad values are errors."""
+    if isinstance(data, Mapping):
+        check_override_settings(data.get("override_settings"))
     check_keys(data, SUGGEST_FIELDS, "field(s)")
     if "prompt" not in data:
         raise DnpArgsError("'prompt' is required")

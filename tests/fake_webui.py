@@ -595,6 +595,7 @@ class FakeWebUI:
             state=self.state,
             cmd_opts=self.cmd_opts,
             OptionInfo=OptionInfo,
+            hide_dirs={"visible": True},  # {"visible": False} with --hide-ui-dir-config
         )
         # sd_model and interrogator are read at call time, as the WebUI's shared module is
         shared_cls = type("SharedModule", (types.ModuleType,), {})

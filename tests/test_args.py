@@ -70,3 +70,13 @@ def test_not_a_mapping():
 def test_string_booleans_and_numbers_from_json_forms():
     a = from_mapping({"enabled": "true", "dns_scale": "4.5", "dns_steps": 10.0})
     assert a.enabled is True and a.dns_scale == 4.5 and a.dns_steps == 10
+
+
+@pytest.mark.parametrize("key", ["dnp_blip2_model", "dnp_blip_model"])
+def test_override_settings_never_set_a_model_location(key):
+    from dnp_ext.args import check_override_settings
+
+    with pytest.raises(DnpArgsError, match=key):
+        check_override_settings({"CLIP_stop_at_last_layers": 2, key: "/any/folder"})
+    check_override_settings({"CLIP_stop_at_last_layers": 2, "dnp_captioner_after": "unload"})
+    check_override_settings(None)

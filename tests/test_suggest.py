@@ -76,3 +76,12 @@ def test_to_json_embeds_each_infotext_in_its_png():
         im = Image.open(io.BytesIO(base64.b64decode(b64)))
         assert im.info["parameters"] == f"info{i}"
         assert im.getpixel((0, 0)) == (i * 40, 0, 0)
+
+
+@pytest.mark.parametrize("key", ["dnp_blip2_model", "dnp_blip_model"])
+def test_suggest_override_settings_naming_a_model_location(key):
+    with pytest.raises(DnpArgsError, match=f"'override_settings' may not set '{key}'"):
+        parse_suggest_request({"prompt": "a cat", "override_settings": {key: "/tmp/x"}})
+    # other overrides are not a suggest field at all
+    with pytest.raises(DnpArgsError, match="override_settings"):
+        parse_suggest_request({"prompt": "a cat", "override_settings": {"CLIP_stop_at_last_layers": 2}})

@@ -17,6 +17,7 @@ from modules.call_queue import queue_lock
 from .. import TITLE
 from ..args import DnpArgsError
 from ..suggest import parse_suggest_request
+from . import guard
 from .webui import as_dnp_error
 
 SUGGEST_PATH = "/dnp/v1/suggest"
@@ -48,6 +49,7 @@ def mount(app: Any, host: Any) -> None:
     opts = shared.cmd_opts
     if not (getattr(opts, "api", False) or getattr(opts, "nowebui", False)):
         return
+    guard.install(app)
     creds = credentials()
     dependencies = [Depends(make_auth(creds))] if creds else []
 

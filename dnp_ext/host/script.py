@@ -8,13 +8,14 @@ from modules import scripts
 from modules.shared import state
 
 from .. import TITLE, ui
-from ..args import DnpArgs, DnpArgsError, from_script_args
+from ..args import MODEL_PATH_SETTINGS, DnpArgs, DnpArgsError, check_override_settings, from_script_args
 from ..captioners.base import CaptionerError
 from ..pipeline import DnpPlan, DnpResult, run_auto_dnp
 from . import current, review
 from .webui import RunAdapter, apply_result, as_dnp_error, fail_run
 
 RESULT_ATTR = "_dnp_result"
+REFUSED_ATTR = "_dnp_refused"
 
 
 class DnpScript(scripts.Script):
@@ -54,8 +55,22 @@ class DnpScript(scripts.Script):
         review.wire(self._controls, webui)
         self._wired = True
 
+    def before_process(self, p: Any, *script_args: Any) -> None:
+        """Refuse a request whose override_settings names a captioner model location, before the WebUI applies
+        its overrides (right after this hook): the key is taken out, the run stops at p.init with a 422."""
+        overrides = getattr(p, "override_settings", None)
+        try:
+            check_override_settings(overrides)
+        except DnpArgsError as e:
+            for key in MODEL_PATH_SETTINGS:
+                overrides.pop(key, None)
+            setattr(p, REFUSED_ATTR, True)
+            fail_run(p, as_dnp_error(e))
+
     def process(self, p: Any, *script_args: Any) -> None:
         setattr(p, RESULT_ATTR, None)
+        if getattr(p, REFUSED_ATTR, False):
+            return
         try:
             args = from_script_args(script_args)
             if args.enabled:  # fail before any DNS work: a captioner that can't be used is known now

@@ -200,8 +200,15 @@ class WebUIHost:
                 "dnp_blip2_model": "BLIP-2 captioner: Hugging Face id or local folder",
                 "dnp_blip_model": "BLIP captioner: Hugging Face id or local folder",
             }
+            # Frozen like the WebUI's own path settings with --hide-ui-dir-config: hidden in Settings, and
+            # refused by the settings API (a hidden component, and in opts.restricted_opts).
             for key, label in labels.items():
-                opts.add_option(key, info(DEFAULT_OPTIONS[key], label, section=SECTION))
+                opts.add_option(
+                    key, info(DEFAULT_OPTIONS[key], label, component_args=shared.hide_dirs, section=SECTION)
+                )
+            restricted = getattr(opts, "restricted_opts", None)
+            if isinstance(restricted, set):
+                restricted.update(labels)
             opts.add_option(
                 "dnp_captioner_after",
                 info(

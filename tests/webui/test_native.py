@@ -107,3 +107,76 @@ def test_pickle_weights_the_webui_refuses(
     )
     converted = run_dnp(dnp_webui, {"enabled": True}, 1, prompt=PROMPT, seed=5)
     assert converted.negatives == reference.negatives  # same weights, same caption
+
+
+# ------------------------------------------------------------------------------ model locations are settings
+
+MODEL_PATH_SETTINGS = ("dnp_blip2_model", "dnp_blip_model")
+
+
+def _init_image() -> str:
+    import base64
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (120, 90, 60)).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _requests(key: str) -> dict[str, dict[str, Any]]:
+    small = {"prompt": PROMPT, "width": 64, "height": 64, "steps": STEPS, "sampler_name": "Euler", "seed": 7}
+    override = {"override_settings": {"CLIP_stop_at_last_layers": 1, key: "/tmp"}}
+    return {
+        "/sdapi/v1/txt2img": {**small, **override, "alwayson_scripts": script_args({"enabled": True})},
+        "/sdapi/v1/img2img": {**small, **override, "init_images": [_init_image()], "denoising_strength": 0.5},
+        "/dnp/v1/suggest": {**small, **override},
+    }
+
+
+@pytest.mark.parametrize("key", MODEL_PATH_SETTINGS)
+def test_override_settings_naming_a_model_location_get_422(dnp_webui: WebUI, key: str) -> None:
+    before = {k: dnp_webui.get_options()[k] for k in MODEL_PATH_SETTINGS}
+    for path, body in _requests(key).items():
+        result = dnp_webui.request("POST", path, body)
+        assert result.status == 422, f"{path}: HTTP {result.status}: {result.text[:1000]}"
+        detail = str(result.json().get("detail"))
+        assert key in detail and "override_settings" in detail and TITLE in detail, f"{path}: {detail}"
+    assert {k: dnp_webui.get_options()[k] for k in MODEL_PATH_SETTINGS} == before
+    # other overrides still work as before
+    ok = dnp_webui.txt2img(override_settings={"CLIP_stop_at_last_layers": 1})
+    assert len(dnp_webui.images(ok)) == 1
+
+
+def _setting_components(webui: WebUI, keys: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    found = {}
+    for component in webui.get("/config")["components"]:
+        elem_id = component.get("props", {}).get("elem_id")
+        for key in keys:
+            if elem_id == f"setting_{key}":
+                found[key] = component["props"]
+    return found
+
+
+def test_hide_ui_dir_config_freezes_model_locations(webui_factory: Callable[..., WebUI], tiny_models: TinyModels):
+    """With --hide-ui-dir-config the model locations are frozen like the WebUI's own path settings (outdir_samples):
+    hidden in Settings, unchanged by the settings API; config.json still sets them, and Auto-DNP runs."""
+    tiny = {
+        "dnp_blip2_model": str(tiny_models.captioners["blip2"]),
+        "dnp_blip_model": str(tiny_models.captioners["blip"]),
+    }
+    server = webui_factory(extra_args=["--hide-ui-dir-config"], settings=tiny, name="webui-hide-dirs")
+    keys = (*MODEL_PATH_SETTINGS, "outdir_samples")
+    before = server.get_options()
+    attempt = {"dnp_blip2_model": "/elsewhere/blip2", "dnp_blip_model": "someone/blip", "outdir_samples": "/elsewhere"}
+    result = server.request("POST", "/sdapi/v1/options", attempt)
+    after = server.get_options()
+    assert {k: after[k] for k in keys} == {k: before[k] for k in keys}, f"HTTP {result.status}: {result.text[:500]}"
+    assert {k: after[k] for k in MODEL_PATH_SETTINGS} == tiny
+    props = _setting_components(server, keys)
+    assert set(props) == set(keys), f"settings components found: {sorted(props)}"
+    for key in keys:
+        assert props[key].get("visible") is False, f"{key} is visible in Settings: {props[key]}"
+    run = run_dnp(server, {"enabled": True}, 1, prompt=PROMPT, seed=9)
+    assert run.negatives[0], "Auto-DNP gave no negative"
