@@ -18,7 +18,7 @@ from .. import TITLE
 from ..args import DnpArgsError
 from ..suggest import parse_suggest_request
 from . import guard
-from .webui import as_dnp_error
+from .errors import as_dnp_error
 
 SUGGEST_PATH = "/dnp/v1/suggest"
 
