@@ -24,7 +24,7 @@ def test_before_process_refuses_a_model_location_override(web, glue, captioners,
     before = snapshot(p)
     script.process(p, {"enabled": True})  # no DNS work for a refused run
     assert snapshot(p) == before and not web.calls and not captioners.instances
-    with pytest.raises(glue.webui.DnpError) as e:
+    with pytest.raises(glue.errors.DnpError) as e:
         p.init(p.all_prompts, p.all_seeds, p.all_subseeds)
     assert e.value.status_code == 422 and f"'{key}'" in str(e.value) and TITLE in str(e.value)
 

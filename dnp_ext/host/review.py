@@ -115,6 +115,11 @@ def toggle_auto(enabled: bool, negative: str, memo: dict | None) -> tuple[Any, A
     return gr.update(), gr.update(), gr.update()
 
 
+def js_call(name: str) -> dict[str, str]:
+    """A JavaScript function for an event: ``_js`` in gradio 3 (A1111), ``js`` in gradio 4 (Forge)."""
+    return {"_js" if gr.__version__.startswith("3.") else "js": name}
+
+
 def wire(controls: DnpControls, webui: dict[str, Any]) -> None:
     """Connect the review widgets to the txt2img controls (inside the WebUI's Blocks context)."""
     review = controls.review
@@ -126,15 +131,19 @@ def wire(controls: DnpControls, webui: dict[str, Any]) -> None:
         controls.merge,
     ]
     outputs = [webui["negative_prompt"], review.gallery, review.state, review.note, controls.enabled]
-    review.suggest.click(fn=suggest, inputs=inputs, outputs=outputs)
-    js = {"_js" if gr.__version__.startswith("3.") else "js": JS_GENERATE}
+    # After each handler that fills the negative prompt box, the WebUI's own token counter is refreshed the way
+    # its style and paste buttons do it (a value set by a handler fires no input event, so it would stay stale).
+    tokens = js_call("update_txt2img_tokens")
+    review.suggest.click(fn=suggest, inputs=inputs, outputs=outputs).then(fn=None, inputs=None, outputs=None, **tokens)
     review.suggest_generate.click(fn=suggest, inputs=inputs, outputs=outputs).then(
-        fn=None, inputs=None, outputs=None, **js
-    )
+        fn=None, inputs=None, outputs=None, **tokens
+    ).then(fn=None, inputs=None, outputs=None, **js_call(JS_GENERATE))
     review.stop.click(fn=lambda: webui_state.interrupt(), inputs=None, outputs=None, queue=False)
-    review.gallery.select(fn=pick, inputs=[review.state], outputs=[webui["negative_prompt"], review.state, review.note])
+    review.gallery.select(
+        fn=pick, inputs=[review.state], outputs=[webui["negative_prompt"], review.state, review.note]
+    ).then(fn=None, inputs=None, outputs=None, **tokens)
     controls.enabled.input(
         fn=toggle_auto,
         inputs=[controls.enabled, webui["negative_prompt"], review.state],
         outputs=[webui["negative_prompt"], review.state, review.note],
-    )
+    ).then(fn=None, inputs=None, outputs=None, **tokens)

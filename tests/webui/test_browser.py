@@ -331,3 +331,42 @@ def test_paste_restores_settings_with_auto_dnp_off(ui: Txt2Img, webui: WebUI) ->
     expect(ui.q(f"#{DNP}_merge").get_by_label("prepend")).to_be_checked()
     assert float(ui.q(f"#{DNP}_dns_scale input[type=number]").input_value()) == 3.0
     assert int(ui.q(f"#{DNP}_dns_steps input[type=number]").input_value()) == 6
+
+
+def test_token_counter_follows_the_suggestion(ui: Txt2Img) -> None:
+    """The negative prompt's token counter shows the suggestion's count, as if it had been typed, and follows the
+    box when Auto-DNP takes the suggestion out and puts it back."""
+    from playwright.sync_api import expect
+
+    counter = ui.q("#txt2img_negative_token_counter")
+
+    def expect_count(text: str) -> None:
+        expect(counter).to_have_text(text, timeout=UI_TIMEOUT_MS)
+
+    def typed_count(text: str) -> str:
+        """What the WebUI's counter shows for `text` typed into the box by hand."""
+        ui.negative.fill(text)
+        expect(counter).not_to_have_text("0/75", timeout=UI_TIMEOUT_MS)
+        return counter.inner_text().strip()
+
+    ui.set_basics(seed=707)
+    ui.open_dnp()
+    ui.prompt.fill("a red car parked in a narrow street")
+    expect_count("0/75")
+    ui.suggest()
+    suggestion = ui.negative.input_value()
+    assert suggestion.strip(), ui.note()
+    expect(counter).not_to_have_text("0/75", timeout=UI_TIMEOUT_MS)
+    shown = counter.inner_text().strip()
+    assert re.fullmatch(r"\d+/\d+", shown), shown
+
+    ui.checkbox("enabled").check()  # the suggestion goes out of the box: the counter follows
+    ui.expect_value(ui.negative, "")
+    expect_count("0/75")
+    ui.checkbox("enabled").uncheck()
+    ui.expect_value(ui.negative, suggestion)
+    expect_count(shown)
+
+    ui.negative.fill("")
+    expect_count("0/75")
+    assert typed_count(suggestion) == shown
