@@ -567,6 +567,7 @@ class FakeWebUI:
         self.events: list[tuple[Any, ...]] = []  # model moves, token merging, captioner use; in order
         self.ui_settings_callbacks: list[Callable[[], None]] = []
         self.app_started_callbacks: list[Callable[[Any, Any], None]] = []
+        self.before_ui_callbacks: list[Callable[[], None]] = []
         # Called once per batch "while sampling" (after the job starts): tests press Skip or Interrupt here.
         self.on_sample: Callable[[Any, int], None] | None = None
         self.launch_present: set[str] = set()
@@ -611,12 +612,13 @@ class FakeWebUI:
             get_fixed_seed=get_fixed_seed,
         )
         m["modules.scripts"] = self._module(
-            "modules.scripts", Script=Script, ScriptRunner=ScriptRunner, AlwaysVisible=object()
+            "modules.scripts", Script=Script, ScriptRunner=ScriptRunner, AlwaysVisible=object(), scripts_data=[]
         )
         m["modules.script_callbacks"] = self._module(
             "modules.script_callbacks",
             on_ui_settings=lambda cb, *, name=None: self.ui_settings_callbacks.append(cb),
             on_app_started=lambda cb, *, name=None: self.app_started_callbacks.append(cb),
+            on_before_ui=lambda cb, *, name=None: self.before_ui_callbacks.append(cb),
         )
         devices = self._module("modules.devices", torch_gc=lambda: None)
         devices_cls = type("DevicesModule", (types.ModuleType,), {})

@@ -94,7 +94,11 @@ def apply_result(p: Any, args: DnpArgs, result: DnpResult, host: WebUIHost) -> N
             plan.batches,
             lambda t: host.count_chunks(t, p.steps),
         )
-    p.extra_generation_params.update(generation_params(args, args.dns_steps or p.steps, result.captions))
+    # a new dict: the X/Y/Z plot shallow-copies p per cell, and a cell without DNP must not get DNP's keys
+    p.extra_generation_params = {
+        **p.extra_generation_params,
+        **generation_params(args, args.dns_steps or p.steps, result.captions),
+    }
     if result.skipped_batches:
         drop_batches(p, plan.batches, set(result.skipped_batches))
     p.main_negative_prompt = p.all_negative_prompts[0]

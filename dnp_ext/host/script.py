@@ -11,7 +11,7 @@ from .. import TITLE, ui
 from ..args import MODEL_PATH_SETTINGS, DnpArgs, DnpArgsError, check_override_settings, from_script_args
 from ..captioners.base import CaptionerError
 from ..pipeline import DnpPlan, DnpResult, run_auto_dnp
-from . import current, review
+from . import current, review, xyz
 from .errors import as_dnp_error
 from .run import RunAdapter, apply_result, fail_run
 
@@ -73,7 +73,7 @@ class DnpScript(scripts.Script):
         if getattr(p, REFUSED_ATTR, False):
             return
         try:
-            args = from_script_args(script_args)
+            args = xyz.with_axis_values(p, from_script_args(script_args))
             if args.enabled:  # fail before any DNS work: a captioner that can't be used is known now
                 current().check_captioner(args.captioner)
                 current().captioner(args.captioner).check()
@@ -112,7 +112,7 @@ class DnpScript(scripts.Script):
         result: DnpResult | None = getattr(p, RESULT_ATTR, None)
         if result is None:
             return
-        args = from_script_args(script_args)
+        args = xyz.with_axis_values(p, from_script_args(script_args))
         if args.show_dns and result.dns_images:
             # after the generated images, in seed order; their infotext marks them as DNS images
             processed.images.extend(result.dns_images)
