@@ -1,9 +1,10 @@
-// sd-webui-dnp: "Suggest and generate" presses txt2img's Generate once the suggestion is in the box.
-function dnpGenerateAfterSuggest() {
+// sd-webui-dnp: "Suggest and generate" presses the tab's Generate once the suggestion is in the box.
+function dnpGenerateAfterSuggest(tab) {
+    tab = tab || "txt2img";
     const app = gradioApp();
-    const note = app.querySelector("#dnp_txt2img_note");
+    const note = app.querySelector(`#dnp_${tab}_note`);
     if (note && note.querySelector(".dnp-error")) return [];  // the suggestion failed: don't generate
-    const generate = app.getElementById("txt2img_generate");
+    const generate = app.getElementById(`${tab}_generate`);
     if (generate) generate.click();
     return [];
 }

@@ -622,10 +622,11 @@ def test_script_file_has_exactly_one_script_class(web):
     assert len(found) == 1
     script = found[0]()
     assert script.title() == TITLE and TITLE.lower() == API_KEY
-    assert script.show(False) is scripts.AlwaysVisible and script.show(True) is False
-    # the WebUI may load the file again (reload UI): settings and routes are registered once
+    assert script.show(False) is scripts.AlwaysVisible and script.show(True) is scripts.AlwaysVisible
+    # the WebUI may load the file again (reload UI): settings, routes and plot axes are registered once
     load_script_file("dnp_webui_script_again")
     assert len(web.ui_settings_callbacks) == 1 and len(web.app_started_callbacks) == 1
+    assert len(web.before_ui_callbacks) == 1
 
 
 def test_settings_registered(web):

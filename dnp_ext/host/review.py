@@ -1,4 +1,4 @@
-"""The review flow in the txt2img UI: Suggest negative, pick a seed's suggestion, the Auto-DNP rule."""
+"""The review flow in the txt2img and img2img UI: Suggest negative, pick a seed's suggestion, the Auto-DNP rule."""
 
 from __future__ import annotations
 
@@ -13,22 +13,30 @@ from ..suggest import SuggestRequest
 from ..ui import DnpControls
 from . import current
 
-# txt2img controls the suggestion reads at click time, by the WebUI's elem_id.
-WEBUI_INPUTS: dict[str, str] = {
-    "prompt": "txt2img_prompt",
-    "negative_prompt": "txt2img_neg_prompt",
-    "seed": "txt2img_seed",
-    "seed_extra": "txt2img_subseed_show",
-    "subseed": "txt2img_subseed",
-    "subseed_strength": "txt2img_subseed_strength",
-    "width": "txt2img_width",
-    "height": "txt2img_height",
-    "steps": "txt2img_steps",
-    "sampler_name": "txt2img_sampling",
-    "scheduler": "txt2img_scheduler",
-    "cfg_scale": "txt2img_cfg_scale",
-    "batch_size": "txt2img_batch_size",
+# The tab's controls the suggestion reads at click time, by the WebUI's elem_id "<tab>_<suffix>". In img2img
+# too the DNS pass is a txt2img run (eq. 19 from noise) at the img2img width and height, with the same seeds.
+INPUT_SUFFIXES: dict[str, str] = {
+    "prompt": "prompt",
+    "negative_prompt": "neg_prompt",
+    "seed": "seed",
+    "seed_extra": "subseed_show",
+    "subseed": "subseed",
+    "subseed_strength": "subseed_strength",
+    "width": "width",
+    "height": "height",
+    "steps": "steps",
+    "sampler_name": "sampling",
+    "scheduler": "scheduler",
+    "cfg_scale": "cfg_scale",
+    "batch_size": "batch_size",
 }
+
+
+def webui_inputs(tab: str) -> dict[str, str]:
+    return {key: f"{tab}_{suffix}" for key, suffix in INPUT_SUFFIXES.items()}
+
+
+WEBUI_INPUTS: dict[str, str] = webui_inputs("txt2img")
 JS_GENERATE = "dnpGenerateAfterSuggest"
 
 
@@ -120,8 +128,8 @@ def js_call(name: str) -> dict[str, str]:
     return {"_js" if gr.__version__.startswith("3.") else "js": name}
 
 
-def wire(controls: DnpControls, webui: dict[str, Any]) -> None:
-    """Connect the review widgets to the txt2img controls (inside the WebUI's Blocks context)."""
+def wire(controls: DnpControls, webui: dict[str, Any], tab: str = "txt2img") -> None:
+    """Connect the review widgets to the tab's controls (inside the WebUI's Blocks context)."""
     review = controls.review
     assert review is not None
     inputs = [webui[k] for k in WEBUI_INPUTS] + [
@@ -133,11 +141,13 @@ def wire(controls: DnpControls, webui: dict[str, Any]) -> None:
     outputs = [webui["negative_prompt"], review.gallery, review.state, review.note, controls.enabled]
     # After each handler that fills the negative prompt box, the WebUI's own token counter is refreshed the way
     # its style and paste buttons do it (a value set by a handler fires no input event, so it would stay stale).
-    tokens = js_call("update_txt2img_tokens")
+    tokens = js_call(f"update_{tab}_tokens")
     review.suggest.click(fn=suggest, inputs=inputs, outputs=outputs).then(fn=None, inputs=None, outputs=None, **tokens)
+    # one JavaScript call: gradio 3 runs no .then() after an event that has only JavaScript
+    generate = js_call(f"function(){{ update_{tab}_tokens(); return {JS_GENERATE}('{tab}'); }}")
     review.suggest_generate.click(fn=suggest, inputs=inputs, outputs=outputs).then(
-        fn=None, inputs=None, outputs=None, **tokens
-    ).then(fn=None, inputs=None, outputs=None, **js_call(JS_GENERATE))
+        fn=None, inputs=None, outputs=None, **generate
+    )
     review.stop.click(fn=lambda: webui_state.interrupt(), inputs=None, outputs=None, queue=False)
     review.gallery.select(
         fn=pick, inputs=[review.state], outputs=[webui["negative_prompt"], review.state, review.note]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -143,3 +144,22 @@ def fail_run(p: Any, error: Exception) -> None:
         raise error
 
     p.init = init
+
+
+@contextmanager
+def torch_rng_kept() -> Iterator[None]:
+    """Run DNP's work (DNS pass, captioner load) without moving torch's global random state.
+
+    The main run draws from it after DNP: img2img's VAE encode samples the init latent with torch.randn, so
+    without this an img2img result would depend on how many numbers DNS and a captioner load drew.
+    """
+    import torch
+
+    cpu = torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    try:
+        yield
+    finally:
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)

@@ -13,7 +13,7 @@ from ..captioners.base import CaptionerError
 from ..pipeline import DnpPlan, DnpResult, run_auto_dnp
 from . import current, review, xyz
 from .errors import as_dnp_error
-from .run import RunAdapter, apply_result, fail_run
+from .run import RunAdapter, apply_result, fail_run, torch_rng_kept
 
 RESULT_ATTR = "_dnp_result"
 REFUSED_ATTR = "_dnp_refused"
@@ -28,11 +28,15 @@ class DnpScript(scripts.Script):
         return TITLE
 
     def show(self, is_img2img: bool) -> Any:
-        return False if is_img2img else scripts.AlwaysVisible
+        return scripts.AlwaysVisible
+
+    def _tab(self) -> str:
+        return "img2img" if getattr(self, "is_img2img", False) else "txt2img"
 
     def ui(self, is_img2img: bool) -> list[Any]:
         host = current()
-        controls = ui.build("dnp_txt2img", captioners=host.captioners(), note=host.captioner_note())
+        tab = "img2img" if is_img2img else "txt2img"
+        controls = ui.build(f"dnp_{tab}", captioners=host.captioners(), note=host.captioner_note())
         self.infotext_fields = controls.infotext_fields()
         self.paste_field_names = []
         self._controls = controls
@@ -40,20 +44,21 @@ class DnpScript(scripts.Script):
         return controls.inputs()
 
     def after_component(self, component: Any, **kwargs: Any) -> None:
-        """Collect the txt2img controls the review flow reads (they are built before this accordion)."""
+        """Collect the tab's controls the review flow reads (they are built before this accordion)."""
         elem_id = kwargs.get("elem_id")
-        if elem_id in review.WEBUI_INPUTS.values():
+        inputs = review.webui_inputs(self._tab())
+        if elem_id in inputs.values():
             if self._webui is None:
                 self._webui = {}
-            key = next(k for k, v in review.WEBUI_INPUTS.items() if v == elem_id)
+            key = next(k for k, v in inputs.items() if v == elem_id)
             self._webui[key] = component
             self._wire_review()
 
     def _wire_review(self) -> None:
         webui = self._webui or {}
-        if self._wired or self._controls is None or len(webui) < len(review.WEBUI_INPUTS):
+        if self._wired or self._controls is None or len(webui) < len(review.INPUT_SUFFIXES):
             return
-        review.wire(self._controls, webui)
+        review.wire(self._controls, webui, self._tab())
         self._wired = True
 
     def before_process(self, p: Any, *script_args: Any) -> None:
@@ -94,7 +99,8 @@ class DnpScript(scripts.Script):
         state.job_count = (2 * state.job_count if hires_doubles else state.job_count) + plan.jobs
         job_no = state.job_no
         try:
-            result = run_auto_dnp(RunAdapter(host, p, args), args, p.all_negative_prompts, p.batch_size)
+            with torch_rng_kept():
+                result = run_auto_dnp(RunAdapter(host, p, args), args, p.all_negative_prompts, p.batch_size)
         except Exception as e:
             fail_run(p, as_dnp_error(e))
             return

@@ -338,7 +338,7 @@ def test_token_counter_follows_the_suggestion(ui: Txt2Img) -> None:
     box when Auto-DNP takes the suggestion out and puts it back."""
     from playwright.sync_api import expect
 
-    counter = ui.q("#txt2img_negative_token_counter")
+    counter = ui.q("#txt2img_negative_token_counter").first  # gradio 3 gives the block and its content the id
 
     def expect_count(text: str) -> None:
         expect(counter).to_have_text(text, timeout=UI_TIMEOUT_MS)
