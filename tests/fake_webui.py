@@ -603,6 +603,7 @@ class FakeWebUI:
         shared_cls.sd_model = property(lambda _: web.sd_model)
         shared_cls.interrogator = property(lambda _: web.interrogator)
         m["modules.shared"].__class__ = shared_cls
+        m["modules.paths_internal"] = self._module("modules.paths_internal", models_path="/nonexistent/models")
         m["modules.processing"] = self._module(
             "modules.processing",
             StableDiffusionProcessing=StableDiffusionProcessing,
@@ -619,6 +620,7 @@ class FakeWebUI:
             on_ui_settings=lambda cb, *, name=None: self.ui_settings_callbacks.append(cb),
             on_app_started=lambda cb, *, name=None: self.app_started_callbacks.append(cb),
             on_before_ui=lambda cb, *, name=None: self.before_ui_callbacks.append(cb),
+            on_after_component=lambda cb, *, name=None: None,
         )
         devices = self._module("modules.devices", torch_gc=lambda: None)
         devices_cls = type("DevicesModule", (types.ModuleType,), {})

@@ -633,10 +633,11 @@ def test_settings_registered(web):
     load_script_file("dnp_webui_script")
     (add,) = web.ui_settings_callbacks
     add()
-    from dnp_ext.host.settings import DEFAULT_OPTIONS, SECTION
+    from dnp_ext.host.settings import DEFAULT_OPTIONS, DOWNLOAD_BUTTON, DOWNLOAD_STATUS, SECTION
 
     labels = web.opts.data_labels
-    assert {k for k in labels if k.startswith("dnp_")} == set(DEFAULT_OPTIONS)
+    assert {k for k in labels if k.startswith("dnp_")} == {*DEFAULT_OPTIONS, DOWNLOAD_BUTTON, DOWNLOAD_STATUS}
+    assert labels[DOWNLOAD_BUTTON].do_not_save and labels[DOWNLOAD_STATUS].do_not_save
     for key, default in DEFAULT_OPTIONS.items():
         assert labels[key].default == default and labels[key].section == SECTION
         assert getattr(web.opts, key) == default

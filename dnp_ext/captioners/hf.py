@@ -36,6 +36,18 @@ def set_pickle_check(check: PickleCheck | None) -> None:
     _pickle_check = check
 
 
+# A host's way to fetch a Hub model before loading: (captioner name, Hub id) -> local folder, or None to let
+# transformers resolve the id itself (e.g. from the Hugging Face cache). The WebUI's downloads this way show
+# their progress and stop on Interrupt.
+HubFetcher = Callable[[str, str], "str | None"]
+_hub_fetcher: HubFetcher | None = None
+
+
+def set_hub_fetcher(fetch: HubFetcher | None) -> None:
+    global _hub_fetcher
+    _hub_fetcher = fetch
+
+
 def transformers_version() -> tuple[int, int]:
     import transformers
 
@@ -231,6 +243,20 @@ class HFCaptioner(ModelCaptioner):
 
     def _load(self) -> _Loaded:
         source, local = self._resolve_source()
+        if not local and _hub_fetcher is not None:
+            from .download import DownloadError
+
+            try:
+                folder = _hub_fetcher(self.name, source)
+            except DownloadError as exc:
+                raise self.error(
+                    f"{source!r} could not be downloaded ({exc})",
+                    f"check the network (or HF_ENDPOINT / HF_TOKEN) and run again: the download resumes; or "
+                    f"download it elsewhere and point '{self.setting}' to its folder",
+                    exc,
+                ) from exc
+            if folder is not None:
+                source, local = folder, True
         try:
             import torch  # noqa: F401
             import transformers

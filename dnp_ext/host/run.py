@@ -12,6 +12,7 @@ from modules.shared import state
 from .. import TITLE
 from ..args import DnpArgs
 from ..captioners.base import Captioner, CaptionerError
+from ..captioners.download import DownloadStopped
 from ..infotext import generation_params
 from ..pipeline import DnpPlan, DnpResult, Stop, negatives_for
 from .settings import CAPTIONER_SETTING, option
@@ -49,6 +50,8 @@ class RunAdapter:
                 self._sd_model_freed = True
         try:
             return self._captioner.caption(list(images))
+        except DownloadStopped:  # Interrupt during the first download: the pipeline sees the interrupt next
+            return [""] * len(images)
         except CaptionerError:
             raise
         except Exception as e:  # out of memory and the like, while loading or generating

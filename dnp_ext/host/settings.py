@@ -56,4 +56,50 @@ def register_settings() -> None:
             ),
         )
 
+        add_download_button()
+
     script_callbacks.on_ui_settings(add)
+    script_callbacks.on_after_component(wire_download_button)
+
+
+DOWNLOAD_BUTTON = "dnp_download_now"
+DOWNLOAD_STATUS = "dnp_download_status"
+_download_ui: dict[str, Any] = {}
+
+
+def add_download_button() -> None:
+    """A button in DNP's Settings section and a status line under it (neither is a saved setting)."""
+    import gradio as gr
+
+    label = "Download captioners now"
+    button = shared.OptionInfo(
+        label, "", component=lambda **kw: gr.Button(value=label, elem_id=kw.get("elem_id")), section=SECTION
+    )
+    status = shared.OptionInfo(
+        "<p>Downloads the BLIP-2 and BLIP captioners set above (Hub ids) now, instead of on first use; "
+        "Interrupt stops it, pressing again resumes it.</p>",
+        "",
+        component=lambda **kw: gr.HTML(value=kw.get("value"), elem_id=kw.get("elem_id")),
+        section=SECTION,
+    )
+    for key, info in ((DOWNLOAD_BUTTON, button), (DOWNLOAD_STATUS, status)):
+        info.do_not_save = True
+        opts.add_option(key, info)
+
+
+def wire_download_button(component: Any, **kwargs: Any) -> None:
+    elem_id = kwargs.get("elem_id") or getattr(component, "elem_id", None)
+    for key in (DOWNLOAD_BUTTON, DOWNLOAD_STATUS):
+        if elem_id == f"setting_{key}":
+            _download_ui[key] = component
+    if len(_download_ui) == 2:
+        import html
+
+        from . import download
+
+        def run() -> Any:
+            for text in download.download_now():
+                yield "<pre style='white-space:pre-wrap'>" + html.escape(text) + "</pre>"
+
+        _download_ui[DOWNLOAD_BUTTON].click(fn=run, inputs=None, outputs=[_download_ui[DOWNLOAD_STATUS]])
+        _download_ui.clear()

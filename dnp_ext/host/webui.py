@@ -19,7 +19,7 @@ from ..captioners import make_captioner
 from ..captioners.base import Captioner, CaptionerError
 from ..pipeline import Stop
 from ..suggest import SuggestRequest, SuggestResult
-from . import dns, unpickle, xyz
+from . import dns, download, unpickle, xyz
 from . import suggest as suggest_mod
 from . import text as text_mod
 from .settings import CAPTIONER_SETTING, option, register_settings
@@ -40,6 +40,7 @@ class WebUIHost:
         self._installed = True
         self.register_settings()
         unpickle.install()
+        download.install()
         script_callbacks.on_app_started(self.on_app_started)
         script_callbacks.on_before_ui(lambda: xyz.register(self.captioners()))
 

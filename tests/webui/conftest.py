@@ -452,6 +452,16 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _with_env(base: dict[str, str], changes: dict[str, str | None]) -> dict[str, str]:
+    out = dict(base)
+    for key, value in changes.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = value
+    return out
+
+
 def _server_env() -> dict[str, str]:
     env = dict(os.environ)
     # paths_internal appends $COMMANDLINE_ARGS to argv: a developer's own flags must not leak in.
@@ -520,8 +530,11 @@ def start_webui(
     auth: tuple[str, str] | None = None,
     name: str = "webui",
     styles: dict[str, tuple[str, str]] | None = None,
+    env: dict[str, str | None] | None = None,
 ) -> Iterator[WebUI]:
     """Start a WebUI server, wait until it serves /sdapi/v1/loras, yield it, then stop it.
+
+    env: changes to the server's environment (None removes a variable), e.g. HF_ENDPOINT for a local Hub.
 
     auth=("user", "pass") starts it with --api-auth user:pass and makes the helpers send those creds.
     styles: the prompt styles it loads (default TEST_STYLES).
@@ -557,7 +570,7 @@ def start_webui(
                 proc = subprocess.Popen(
                     cmd,
                     cwd=install.dir,
-                    env=_server_env(),
+                    env=_with_env(_server_env(), env or {}),
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
