@@ -17,9 +17,14 @@ MIN_TRANSFORMERS = (4, 27)  # Blip2ForConditionalGeneration appeared in 4.27
 
 
 def main() -> None:
+    installed = []
     for module, requirement in REQUIREMENTS:
         if not launch.is_installed(module):
             launch.run_pip(f"install {requirement}", f"sd-webui-dnp requirement: {requirement}")
+            installed.append(requirement)
+    # one line in the WebUI's log, so an install from the Extensions tab shows what it did
+    print(f"[sd-webui-dnp] install.py: installed {', '.join(installed)}" if installed else
+          "[sd-webui-dnp] install.py: all requirements present, nothing installed or changed")  # fmt: skip
     try:
         import transformers
 

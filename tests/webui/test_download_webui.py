@@ -72,3 +72,43 @@ def test_first_use_download_progress_interrupt_resume(
         detail = str(r.json().get("detail"))
         for word in (TITLE, "dnp-tests/no-such-model", "HTTP 404", "dnp_blip2_model"):
             assert word in detail, f"{word!r} not in {detail}"
+
+
+def test_settings_button_downloads_captioners(webui_factory: Callable[..., WebUI], tiny_models: TinyModels) -> None:
+    """Settings > Diffusion-Negative Prompting > "Download captioners now" fetches the captioners set there."""
+    import pytest
+
+    from .browser import CHROMIUM_ARGS, UI_TIMEOUT_MS, VIEWPORT, find_chromium
+
+    playwright = pytest.importorskip("playwright.sync_api")
+    if find_chromium() is None:
+        pytest.skip("no Chromium")
+    repos = {
+        "dnp-tests/button-blip2": tiny_models.captioners["blip2"],
+        "dnp-tests/button-blip": tiny_models.captioners["blip"],
+    }
+    with HubServer(repos) as hub:
+        server = webui_factory(
+            name="webui-download-button",
+            env={"HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": None},
+            settings={"dnp_blip2_model": "dnp-tests/button-blip2", "dnp_blip_model": "dnp-tests/button-blip"},
+        )
+        with playwright.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=find_chromium(), headless=True, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport=VIEWPORT)
+                page.set_default_timeout(UI_TIMEOUT_MS)
+                page.goto(server.base_url)
+                page.locator("#tabs > .tab-nav button", has_text="Settings").click()
+                page.locator("#settings > .tab-nav button", has_text=TITLE).click()
+                page.locator("#setting_dnp_download_now").first.click()
+                status = page.locator("#setting_dnp_download_status").first
+                for name in ("blip2", "blip"):
+                    playwright.expect(status).to_contain_text(f"{name}: dnp-tests/button-{name} is ready in",
+                                                              timeout=UI_TIMEOUT_MS)  # fmt: skip
+            finally:
+                browser.close()
+    for repo in repos:
+        assert (server.data_dir / "models" / "dnp" / repo.replace("/", "--") / ".dnp-complete").is_file(), repo
+    # the runs use them (nothing more is fetched: the Hub server is gone)
+    assert run_dnp(server, {"enabled": True, "captioner": "blip"}, 1, prompt=PROMPT, seed=3).negatives[0]
