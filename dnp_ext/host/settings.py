@@ -95,6 +95,12 @@ def wire_download_button(component: Any, **kwargs: Any) -> None:
     if len(_download_ui) == 2:
         import html
 
+        from gradio.context import Context
+
+        if Context.root_block is None:  # Forge also builds the settings components outside the page's Blocks
+            _download_ui.clear()
+            return
+
         from . import download
 
         def run() -> Any:

@@ -393,4 +393,5 @@ def test_suggest_in_img2img(ui: Txt2Img, webui: WebUI) -> None:
     assert ui.gallery_count("dnp_img2img_dns_gallery") == 1
     counter = ui.q("#img2img_negative_token_counter .prose span").first
     expect(counter).to_have_text(re.compile(r"^[1-9]\d*/\d+$"), timeout=UI_TIMEOUT_MS)
+    ui.screenshot("img2img", "#img2img_toprow", "#dnp_img2img_accordion")
     assert ui.negative.input_value() == "", "Suggest in img2img changed the txt2img box"

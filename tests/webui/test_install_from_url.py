@@ -86,8 +86,8 @@ def test_install_from_url_apply_and_restart(webui_install: Install, tiny_models:
                 page = browser.new_page(viewport=VIEWPORT)
                 page.set_default_timeout(UI_TIMEOUT_MS)
                 page.goto(server.base_url)
-                playwright.expect(page.locator("#dnp_txt2img_accordion").first).to_be_visible()
-                playwright.expect(page.locator("#dnp_img2img_accordion").first).to_be_attached()
+                playwright.expect(page.locator("#dnp_txt2img_accordion").first).to_be_visible(timeout=UI_TIMEOUT_MS)
+                playwright.expect(page.locator("#dnp_img2img_accordion").first).to_be_attached(timeout=UI_TIMEOUT_MS)
             finally:
                 browser.close()
             run = run_dnp(server, {"enabled": True}, 1, prompt=PROMPT, seed=12)

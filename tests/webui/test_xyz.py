@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from PIL import Image
 
+from .browser import SCREENSHOT_DIR, screenshots_wanted
 from .conftest import WebUI
 from .test_dnp_api import PROMPT, SCRIPT_KEY, Infotext, assert_same, run_dnp, script_args
 
@@ -62,6 +64,9 @@ def test_dns_scale_by_auto_dnp_plot(dnp_webui: WebUI) -> None:
     images = dnp_webui.images(response)
     texts = dnp_webui.info(response)["infotexts"]
     assert len(images) == len(texts) == 1 + 4, f"{len(images)} images, {len(texts)} infotexts"
+    if screenshots_wanted():  # the README's X/Y/Z plot picture: the grid as the WebUI draws it
+        SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(images[0]).save(SCREENSHOT_DIR / "xyz-grid.png")
     grid = Infotext.parse(texts[0])
     assert grid.params.get("X Type") == "[DNP] DNS scale" and grid.params.get("Y Type") == "[DNP] Auto-DNP", texts[0]
 
