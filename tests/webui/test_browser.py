@@ -197,6 +197,10 @@ def test_review_flow_edit_then_generate(ui: Txt2Img, webui: WebUI) -> None:
     assert box.strip(), "the negative prompt box should hold the suggestion"
     # the box holds exactly what the API suggests for this prompt and seed
     assert box == suggest_api(webui, prompt=prompt, seed=seed, captioner="blip")["negative_prompts"][0]
+    from playwright.sync_api import expect
+
+    counter = ui.q("#txt2img_negative_token_counter .prose span").first
+    expect(counter).to_have_text(re.compile(r"^[1-9]\d*/\d+$"), timeout=UI_TIMEOUT_MS)  # the box's count, not 0/75
     ui.screenshot("review", "#txt2img_toprow", f"#{DNP}_accordion")
 
     edited = box + " EDITED"
@@ -385,10 +389,11 @@ def test_suggest_in_img2img(ui: Txt2Img, webui: WebUI) -> None:
     ui.set_dropdown("img2img_sampling", "Euler")
     ui.q("#img2img_prompt textarea").fill(prompt)
     ui.q("#dnp_img2img_accordion .label-wrap").first.click()
+    ui.set_dropdown("dnp_img2img_captioner", "blip")
     ui.q("#dnp_img2img_suggest").click()
     note = ui.q("#dnp_img2img_note").first
     expect(note).to_contain_text(f"suggestion for seed {seed} is in the negative prompt box", timeout=UI_TIMEOUT_MS)
-    expected = suggest_api(webui, prompt=prompt, seed=seed, height=72)["negative_prompts"][0]
+    expected = suggest_api(webui, prompt=prompt, seed=seed, height=72, captioner="blip")["negative_prompts"][0]
     ui.expect_value(ui.q("#img2img_neg_prompt textarea"), expected)
     assert ui.gallery_count("dnp_img2img_dns_gallery") == 1
     counter = ui.q("#img2img_negative_token_counter .prose span").first
