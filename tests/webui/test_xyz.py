@@ -64,9 +64,10 @@ def test_dns_scale_by_auto_dnp_plot(dnp_webui: WebUI) -> None:
     images = dnp_webui.images(response)
     texts = dnp_webui.info(response)["infotexts"]
     assert len(images) == len(texts) == 1 + 4, f"{len(images)} images, {len(texts)} infotexts"
-    if screenshots_wanted():  # the README's X/Y/Z plot picture: the grid as the WebUI draws it
+    if screenshots_wanted():  # the README's X/Y/Z plot picture: the same plot at 192 px, as the WebUI draws it
+        big = dnp_webui.post("/sdapi/v1/txt2img", {**body, "width": 192, "height": 192})
         SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(images[0]).save(SCREENSHOT_DIR / "xyz-grid.png")
+        Image.fromarray(dnp_webui.images(big)[0]).save(SCREENSHOT_DIR / "xyz-grid.png")
     grid = Infotext.parse(texts[0])
     assert grid.params.get("X Type") == "[DNP] DNS scale" and grid.params.get("Y Type") == "[DNP] Auto-DNP", texts[0]
 
