@@ -36,9 +36,9 @@ from .test_dnp_api import (
 from .tiny_lora import read_safetensors_header
 
 REFINER = "tiny-refiner"
-# The refiner's UNet differs from the main one in its output conv only (scaled): enough to change every image.
+# The refiner's UNet differs from the main one in its output conv only (negated): it changes every image.
 REFINER_KEY = "model.diffusion_model.out.2.weight"
-REFINER_SCALE = 0.5
+REFINER_SCALE = -1.0
 
 
 @pytest.fixture(scope="module")
