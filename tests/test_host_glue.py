@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import json
 import runpy
 import sys
 import types
@@ -568,6 +569,28 @@ def test_postprocess_shows_dns_images_after_the_generated_ones(web, glue, captio
         assert params["DNP"] == "DNS image" and params["Seed"] == str(seed) and params["CFG scale"] == "8.5"
     for info in processed.infotexts[:4]:
         assert parse_params(info.splitlines()[-1])["DNP"] == "auto, per image, append"
+
+
+@pytest.mark.parametrize(
+    ("cfg_scale", "hr_cfg", "expect"), [(1.0, None, 1), (7.0, None, 0), (7.0, 1.0, 1), (1.0, 1.0, 2)]
+)
+def test_cfg_1_is_noted_in_ui_and_api_info_not_infotext(web, glue, captioners, cfg_scale, hr_cfg, expect):
+    """At CFG 1 a negative does nothing (Forge skips its branch): n* is still made and recorded, the user is told."""
+    from modules import processing, scripts
+
+    p = web.txt2img(prompt="a castle", seed=3, cfg_scale=cfg_scale, enable_hr=hr_cfg is not None)
+    if hr_cfg is not None:
+        p.hr_cfg = hr_cfg  # Forge's hires CFG scale (A1111 has none)
+    p.scripts = scripts.ScriptRunner([(glue.script.DnpScript(), [{"enabled": True}])])
+    web.state.begin("txt2img")
+    processed = processing.process_images(p)
+    assert web.dns_calls and web.dns_calls[0].cfg_scale == 7.5 + 1, "the DNS pass keeps CFG s + 1"
+    warnings = json.loads(processed.js()).get("dnp_warnings", [])
+    assert len(warnings) == expect and all("has no effect" in w for w in warnings)
+    assert processed.comments.count("Diffusion-Negative Prompting:") == expect
+    assert p.all_negative_prompts[0], "n* is made and recorded anyway"
+    for info in processed.infotexts:
+        assert "no effect" not in info
 
 
 def test_paste_restores_settings_with_auto_dnp_off(web, glue, captioners):

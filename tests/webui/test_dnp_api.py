@@ -850,3 +850,24 @@ def test_bad_args_are_rejected_without_side_effects(dnp_webui: WebUI) -> None:
     assert after.infotexts == before.infotexts
     for i, (a, b) in enumerate(zip(after.images + after.dns_images, before.images + before.dns_images, strict=True)):
         assert_same(a, b, f"image {i} after the bad requests vs before")
+
+
+# ------------------------------------------------------------------------------------------ 12. CFG scale 1
+
+
+def test_cfg_1_warns_in_info_and_keeps_dns_at_s_plus_1(dnp_webui: WebUI) -> None:
+    """At CFG 1 a negative does nothing (Forge skips its branch; A1111 weighs it 0): Auto-DNP still makes and
+    records n*, the API info carries a warning, the infotext is as usual, and the DNS pass runs at CFG s + 1."""
+    payload = {"prompt": PROMPT, "negative_prompt": "blurry", "seed": 17, "cfg_scale": 1.0}
+    run = run_dnp(dnp_webui, {"enabled": True, "show_dns": True}, 1, **payload)
+    info = dnp_webui.info(run.response)
+    warnings = info.get("dnp_warnings", [])
+    assert len(warnings) == 1 and "CFG scale is 1" in warnings[0], info.get("dnp_warnings")
+    text = run.infotexts[0]
+    assert text.negative.startswith("blurry, ") and "DNP caption" in text.params, "n* was not made and recorded"
+    assert "no effect" not in "\n".join(info["infotexts"])
+    check_dns_images(dnp_webui, run, "", PROMPT, batch_size=1)  # CFG s + 1 = 8.5, whatever the run's CFG
+    check_images(dnp_webui, run, **payload)
+    # the same run at CFG 7 carries no warning
+    other = run_dnp(dnp_webui, {"enabled": True}, 1, **{**payload, "cfg_scale": 7.0})
+    assert "dnp_warnings" not in dnp_webui.info(other.response)
