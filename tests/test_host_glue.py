@@ -593,6 +593,24 @@ def test_cfg_1_is_noted_in_ui_and_api_info_not_infotext(web, glue, captioners, c
         assert "no effect" not in info
 
 
+def test_dns_pass_keeps_forges_distilled_cfg_scale(web, glue, captioners):
+    """Forge's Flux-class models take the distilled CFG as a model input: the DNS pass runs the same model input
+    (and real CFG s + 1 with the negative p); A1111 has no such field and none is added."""
+    from modules import processing, scripts
+
+    for distilled in (None, 5.0):
+        web.calls.clear()
+        p = web.txt2img(prompt="a castle", seed=3, cfg_scale=1.0)
+        if distilled is not None:
+            p.distilled_cfg_scale = distilled
+        p.scripts = scripts.ScriptRunner([(glue.script.DnpScript(), [{"enabled": True}])])
+        web.state.begin("txt2img")
+        processing.process_images(p)
+        (dns,) = web.dns_calls
+        assert dns.cfg_scale == 8.5
+        assert getattr(dns.p, "distilled_cfg_scale", None) == distilled
+
+
 def test_paste_restores_settings_with_auto_dnp_off(web, glue, captioners):
     import gradio as gr
 
