@@ -87,6 +87,15 @@ def test_loads_as_its_family(servers: tuple[WebUI, WebUI], family: str) -> None:
     dnp, _ = servers
     title = dnp.get_options()["sd_model_checkpoint"]
     assert dnp.models.checkpoint.stem in title, f"the server runs {title!r}, not the tiny {family} checkpoint"
+    log = dnp.log_path.read_text(encoding="utf-8", errors="replace")
+    if dnp.host == "a1111":  # A1111 builds the model from the yaml beside the checkpoint (the family is in it)
+        config = dnp.models.config
+        assert config is not None and f"Creating model from config: {config}" in log, "A1111 guessed the config"
+        text = config.read_text(encoding="utf-8")
+        assert ("sgm.models.diffusion.DiffusionEngine" in text) == (family == "sdxl")
+        assert ("parameterization: v" in text) == (family == "sd2-v"), "v-prediction is not set by the yaml"
+    else:  # Forge reads the family from the weights: SDXL-class models load two text encoders
+        assert ("'text_encoder_2'" in log) == (family == "sdxl"), "Forge did not load the model as SDXL"
     # the family shows in what the model makes of the prompt: a plain run works and the prompt matters
     (a,) = plain(dnp, prompt=PROMPT, seed=3)
     (b,) = plain(dnp, prompt="a red sports car", seed=3)
