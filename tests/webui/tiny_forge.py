@@ -2,8 +2,8 @@
 
 Built by `tests/webui/fixtures.py sd1|sdxl --host forge` with Forge's own interpreter (torch, transformers 4.46):
 OUTDIR/checkpoints/tiny-forge-sd15.safetensors (fp16, about 0.63 GB, ~12 s on 2 cores) or
-OUTDIR/checkpoints/tiny-forge-sdxl.safetensors (fp16, see SDXL below). Same inputs, same bytes
-(sd1: sha256 8d00f0df... with Forge dfdcbab6, torch 2.14.1).
+OUTDIR/checkpoints/tiny-forge-sdxl.safetensors (fp16, about 2.97 GB, ~100 s on 2 busy cores). Same inputs, same
+bytes (with Forge dfdcbab6, torch 2.14.1: sd1 sha256 8d00f0df..., sdxl 1b50cc18...).
 
 Why it is not as tiny as the A1111 one (tests/webui/tiny_a1111.py):
 - Forge ignores any yaml for the architecture. It builds the text encoder and the VAE from its own full-size
@@ -19,9 +19,9 @@ SDXL: huggingface_guess matches SDXL-class UNets by model_channels 320, context_
 linear proj_in and the exact per-block transformer depths of the input side. The smallest listed member is
 KOALA_700M (one res block per level, depths [0, 2, 5]); it is an SDXL subclass, so Forge loads it with its SDXL
 engine (both SDXL text encoders, the SDXL VAE, the SDXL conditioning). The output side's depths are free and
-kept at 1 per attention level, the middle block keeps one transformer. The text encoders are full size:
-CLIP-L (123 M) and OpenCLIP bigG (695 M), written in the checkpoint's open_clip layout by
-huggingface_guess's own SDXL save conversion.
+kept at 1 per attention level, the middle block keeps one transformer: 585 M UNet parameters (SDXL: 2.6 G).
+The text encoders are full size: CLIP-L (123 M) and OpenCLIP bigG (695 M), written in the checkpoint's open_clip
+layout by huggingface_guess's own SDXL save conversion; the SDXL VAE (84 M).
 
 Weights are random but chosen so that images are neither NaN nor blank and the prompt changes them:
 - the text encoder's LayerNorms get weights around 1 and biases around 0.5: Forge's "Original" emphasis
