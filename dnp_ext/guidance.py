@@ -6,6 +6,7 @@ Equation numbers follow Desai & Vasconcelos, "Improving image synthesis with dif
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -62,3 +63,25 @@ def dns_to_webui_cfg_scale(dns_scale: float) -> float:
 
 def webui_cfg_scale_to_dns(cfg_scale: float) -> float:
     return float(cfg_scale) - 1.0
+
+
+def negative_has_no_effect(cfg_scale: float) -> bool:
+    """At CFG scale 1 eq. 3 is eps_p alone: the negative prompt (n* included) cancels out. Forge does not even
+    compute its branch there (sampling_function_inner's CFG-1 shortcut); A1111 computes it with weight 0."""
+    return math.isclose(float(cfg_scale), 1.0)
+
+
+def cfg1_warnings(cfg_scale: float, hires_cfg_scale: float | None = None) -> list[str]:
+    """What to tell the user when n* cannot act on the images (it is still made and recorded)."""
+    out = []
+    if negative_has_no_effect(cfg_scale):
+        out.append(
+            "Diffusion-Negative Prompting: CFG scale is 1, so the negative prompt (with n*) has no effect on the "
+            "images; n* was made and recorded anyway. Use a CFG scale above 1 for n* to act."
+        )
+    if hires_cfg_scale is not None and negative_has_no_effect(hires_cfg_scale):
+        out.append(
+            "Diffusion-Negative Prompting: the hires pass runs at CFG scale 1, so its negative prompt (with n*) "
+            "has no effect there."
+        )
+    return out

@@ -279,6 +279,9 @@ class StableDiffusionProcessing:
         self.override_settings = self.override_settings or {}
         self.comments = {}
 
+    def comment(self, text: str) -> None:
+        self.comments[text] = 1
+
     def setup_prompts(self) -> None:
         if isinstance(self.prompt, list):
             self.all_prompts = list(self.prompt)
@@ -355,6 +358,12 @@ class Processed:
         self.all_seeds, self.all_subseeds = p.all_seeds, p.all_subseeds
         self.seed = p.all_seeds[0] if p.all_seeds else -1
         self.extra_generation_params = p.extra_generation_params
+        self.comments = "".join(f"{comment}\n" for comment in p.comments)  # shown under the gallery in the UI
+
+    def js(self) -> str:
+        """The API answer's `info` (a subset of the WebUI's keys; it has no comments either)."""
+        keys = ("all_prompts", "all_negative_prompts", "all_seeds", "extra_generation_params", "infotexts")
+        return json.dumps({k: getattr(self, k) for k in keys}, default=lambda o: None)
 
 
 @dataclass

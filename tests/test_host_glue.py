@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import json
 import runpy
 import sys
 import types
@@ -570,6 +571,46 @@ def test_postprocess_shows_dns_images_after_the_generated_ones(web, glue, captio
         assert parse_params(info.splitlines()[-1])["DNP"] == "auto, per image, append"
 
 
+@pytest.mark.parametrize(
+    ("cfg_scale", "hr_cfg", "expect"), [(1.0, None, 1), (7.0, None, 0), (7.0, 1.0, 1), (1.0, 1.0, 2)]
+)
+def test_cfg_1_is_noted_in_ui_and_api_info_not_infotext(web, glue, captioners, cfg_scale, hr_cfg, expect):
+    """At CFG 1 a negative does nothing (Forge skips its branch): n* is still made and recorded, the user is told."""
+    from modules import processing, scripts
+
+    p = web.txt2img(prompt="a castle", seed=3, cfg_scale=cfg_scale, enable_hr=hr_cfg is not None)
+    if hr_cfg is not None:
+        p.hr_cfg = hr_cfg  # Forge's hires CFG scale (A1111 has none)
+    p.scripts = scripts.ScriptRunner([(glue.script.DnpScript(), [{"enabled": True}])])
+    web.state.begin("txt2img")
+    processed = processing.process_images(p)
+    assert web.dns_calls and web.dns_calls[0].cfg_scale == 7.5 + 1, "the DNS pass keeps CFG s + 1"
+    warnings = json.loads(processed.js()).get("dnp_warnings", [])
+    assert len(warnings) == expect and all("has no effect" in w for w in warnings)
+    assert processed.comments.count("Diffusion-Negative Prompting:") == expect
+    assert p.all_negative_prompts[0], "n* is made and recorded anyway"
+    for info in processed.infotexts:
+        assert "no effect" not in info
+
+
+def test_dns_pass_keeps_forges_distilled_cfg_scale(web, glue, captioners):
+    """Forge's Flux-class models take the distilled CFG as a model input: the DNS pass runs the same model input
+    (and real CFG s + 1 with the negative p); A1111 has no such field and none is added."""
+    from modules import processing, scripts
+
+    for distilled in (None, 5.0):
+        web.calls.clear()
+        p = web.txt2img(prompt="a castle", seed=3, cfg_scale=1.0)
+        if distilled is not None:
+            p.distilled_cfg_scale = distilled
+        p.scripts = scripts.ScriptRunner([(glue.script.DnpScript(), [{"enabled": True}])])
+        web.state.begin("txt2img")
+        processing.process_images(p)
+        (dns,) = web.dns_calls
+        assert dns.cfg_scale == 8.5
+        assert getattr(dns.p, "distilled_cfg_scale", None) == distilled
+
+
 def test_paste_restores_settings_with_auto_dnp_off(web, glue, captioners):
     import gradio as gr
 
@@ -762,8 +803,15 @@ def test_webui_host_suggest_end_to_end(web, glue, captioners, client_for):
     assert out["captions"] == captions and out["seeds"] == [42, 43]
     assert out["negative_prompts"] == [f"blurry, {esc(c)}" for c in captions]
     assert out["info"]["dns_cfg_scale"] == 4.0 and out["info"]["interrupted"] is False
+    assert "warnings" not in out["info"]
     assert len(out["images"]) == 2 and captioners.only.releases == ["offload"]
     assert web.state.begun == 1 and web.state.ended == 1 and web.state.job_no == 2
+
+    # for a run at CFG 1 the suggestion could do nothing: the answer says so, the DNS pass keeps CFG s + 1
+    at_1 = client.post(SUGGEST_PATH, json={**body, "cfg_scale": 1.0}).json()
+    assert web.calls[-1].cfg_scale == 4.0 and len(at_1["negative_prompts"]) == 2
+    assert len(at_1["info"]["warnings"]) == 1 and "CFG scale is 1" in at_1["info"]["warnings"][0]
+    web.calls.pop()
 
     for key, value in (("sampler_name", "Nope"), ("scheduler", "Nope")):
         r = client.post(SUGGEST_PATH, json={**body, key: value})

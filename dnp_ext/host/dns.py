@@ -105,6 +105,10 @@ def dns_processing(p: Any, indices: Sequence[int], args: DnpArgs) -> Any:
         s_min_uncond=0.0,  # negative guidance minimum sigma would drop eps_p, the DNS branch
         enable_hr=False,
     )
+    if hasattr(p, "distilled_cfg_scale"):
+        # Forge: Flux-class models take the distilled guidance as a model input in both CFG branches; eq. 19 runs
+        # on the model the user runs, so the DNS pass keeps the run's value (its real CFG is still s + 1).
+        dns_p.distilled_cfg_scale = p.distilled_cfg_scale
     dns_p.extra_generation_params = dns_image_params(args)
     dns_p.scripts = NoScripts()
     return dns_p

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from modules import scripts
@@ -10,6 +11,7 @@ from modules.shared import state
 from .. import TITLE, ui
 from ..args import MODEL_PATH_SETTINGS, DnpArgs, DnpArgsError, check_override_settings, from_script_args
 from ..captioners.base import CaptionerError
+from ..guidance import cfg1_warnings
 from ..pipeline import DnpPlan, DnpResult, run_auto_dnp
 from . import current, review, xyz
 from .errors import as_dnp_error
@@ -17,6 +19,7 @@ from .run import RunAdapter, apply_result, fail_run, torch_rng_kept
 
 RESULT_ATTR = "_dnp_result"
 REFUSED_ATTR = "_dnp_refused"
+WARNINGS_ATTR = "_dnp_warnings"
 
 
 class DnpScript(scripts.Script):
@@ -113,13 +116,37 @@ class DnpScript(scripts.Script):
         apply_result(p, args, result, host)
         state.textinfo = "DNP: generating with the diffusion-negative prompts"
         setattr(p, RESULT_ATTR, result)
+        hires_cfg = getattr(p, "hr_cfg", None) if getattr(p, "enable_hr", False) else None  # Forge's hires CFG
+        warnings = cfg1_warnings(p.cfg_scale, hires_cfg)
+        setattr(p, WARNINGS_ATTR, warnings)
+        for warning in warnings:
+            p.comment(warning)  # the UI shows p's comments under the gallery; the infotext stays as it is
 
     def postprocess(self, p: Any, processed: Any, *script_args: Any) -> None:
         result: DnpResult | None = getattr(p, RESULT_ATTR, None)
         if result is None:
             return
+        add_warnings_to_info(processed, getattr(p, WARNINGS_ATTR, None) or [])
         args = xyz.with_axis_values(p, from_script_args(script_args))
         if args.show_dns and result.dns_images:
             # after the generated images, in seed order; their infotext marks them as DNS images
             processed.images.extend(result.dns_images)
             processed.infotexts.extend(result.dns_infotexts)
+
+
+def add_warnings_to_info(processed: Any, warnings: list[str]) -> None:
+    """Put DNP's warnings into the API answer's `info` JSON as "dnp_warnings".
+
+    The WebUI's info JSON (Processed.js) has no comments field, so this Processed's js() is wrapped; the
+    infotexts are left as they are.
+    """
+    if not warnings:
+        return
+    js = processed.js
+
+    def js_with_warnings() -> str:
+        info = json.loads(js())
+        info["dnp_warnings"] = list(warnings)
+        return json.dumps(info, default=lambda o: None)
+
+    processed.js = js_with_warnings

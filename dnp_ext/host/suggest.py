@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from modules import processing, shared
 from modules.shared import state
 
-from ..guidance import dns_to_webui_cfg_scale
+from ..guidance import cfg1_warnings, dns_to_webui_cfg_scale
 from ..pipeline import DnpPlan, run_auto_dnp
 from ..suggest import SuggestRequest, SuggestResult
 from .run import RunAdapter
@@ -66,6 +66,9 @@ def suggest(host: WebUIHost, req: SuggestRequest) -> SuggestResult:
         "merge": args.merge,
         "interrupted": stopped,
     }
+    warnings = cfg1_warnings(req.cfg_scale)
+    if warnings:  # the suggestion is for a run at this CFG scale, where a negative does nothing
+        info["warnings"] = warnings
     if stopped:
         return SuggestResult([], [], [], [], [], [], info)
     return SuggestResult(

@@ -14,10 +14,11 @@ Only the stdlib, numpy, pillow and pytest are used here (this runs in the projec
 models are built by the WebUI's own interpreter (A1111: transformers 4.30, Forge: 4.46), since folders saved
 by one transformers release may not load in another.
 
-Forge's test checkpoint (tests/webui/tiny_forge.py) is ~0.6 GB, because Forge builds full-size CLIP-L and VAE
-whatever the file says. It is deterministic, so it is built once and kept in a cache folder keyed by a hash
-of everything it is made from (DNP_TEST_CACHE, default ~/.cache/sd-webui-dnp-tests; DNP_TEST_CACHE=""
-builds it into the pytest tmp folder every session instead).
+The tiny checkpoints come from tests/webui/fixtures.py (one per model family: sd1 for the whole suite, sdxl and
+sd2-v for test_model_families.py). Forge's are big (0.6 GB for sd1, more for sdxl), because Forge builds its
+text encoders and VAE at full size whatever the file says. They are deterministic, so they are built once and
+kept in a cache folder keyed by a hash of everything they are made from (DNP_TEST_CACHE, default
+~/.cache/sd-webui-dnp-tests; DNP_TEST_CACHE="" builds them into the pytest tmp folder every session instead).
 """
 
 from __future__ import annotations
@@ -125,6 +126,7 @@ class TinyModels:
     # Forge has neither: it builds the model from the weights and ships the tokenizer.
     config: Path | None
     text_encoder: Path | None
+    family: str = "sd1"  # sd1 | sdxl | sd2-v (tests/webui/fixtures.py)
     # Builds the tiny captioners on first use (see `captioners`); None when there is nothing to build.
     captioner_builder: Callable[[], dict[str, Path]] | None = field(default=None, repr=False)
     _captioners: dict[str, Path] | None = field(default=None, repr=False)
@@ -342,36 +344,58 @@ def _build_captioners(install: Install, outdir: Path, logdir: Path) -> dict[str,
     return listed or {p.name: p for p in sorted(outdir.iterdir()) if p.is_dir()}
 
 
+FAMILIES = ("sd1", "sdxl", "sd2-v")
+# What each host's fixture builder makes (tests/webui/fixtures.py); a family a host lacks is skipped.
+HOST_FAMILIES = {"a1111": ("sd1", "sdxl", "sd2-v"), "forge": ("sd1", "sdxl")}
+
+
+def build_models(install: Install, family: str, root: Path, captioners: Callable[[], dict[str, Path]]) -> TinyModels:
+    """The tiny checkpoint of a model family for this host (tests/webui/fixtures.py), from the fixture cache
+    when it holds one built from the same inputs (Forge: its full-size text encoders make the file big)."""
+    if family not in HOST_FAMILIES.get(install.host, ()):
+        pytest.skip(f"no tiny {family} checkpoint for {install.host}")
+    t0 = time.monotonic()
+    cache = _cache_root() if install.host == "forge" else None
+    if cache is None:
+        manifest = _build_fixture(install, family, root / family, root / f"fixture-{family}.log")
+    else:
+        manifest = _cached_fixture(install, family, cache, root / f"fixture-{family}.log")
+    sys.stderr.write(
+        f"\n[webui harness] tiny {family} ready in {time.monotonic() - t0:.1f}s: {manifest['checkpoint']}\n"
+    )
+    return TinyModels(
+        root=root,
+        checkpoint=Path(manifest["checkpoint"]),
+        checkpoint_dir=Path(manifest["checkpoint_dir"]),
+        config=Path(manifest["config"]) if manifest.get("config") else None,
+        text_encoder=Path(manifest["text_encoder"]) if manifest.get("text_encoder") else None,
+        family=family,
+        captioner_builder=captioners,
+    )
+
+
 @pytest.fixture(scope="session")
 def tiny_models(webui_install: Install, tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
     """Tiny SD1 checkpoint (+ yaml + CLIP text encoder on A1111), built for this session (captioners on first
     use). Forge's checkpoint comes from the fixture cache when it holds one built from the same inputs."""
     root = tmp_path_factory.mktemp("tiny-models")
-    t0 = time.monotonic()
-    if webui_install.host == "forge":
-        checkpoint_dir, checkpoint = _tiny_forge_checkpoint(webui_install, root)
-        config = text_encoder = None
-    else:
-        out = _run_builder(
-            webui_install,
-            [str(HERE / "tiny_sd.py"), str(root / "sd"), "--webui-dir", str(webui_install.dir)],
-            "tiny SD checkpoint",
-            root / "tiny_sd.log",
-        )
-        manifest = _last_json_line(out)
-        if not isinstance(manifest, dict):
-            pytest.fail(f"tiny_sd.py printed no manifest:\n{out[-2000:]}", pytrace=False)
-        checkpoint_dir, checkpoint = Path(manifest["checkpoint_dir"]), Path(manifest["checkpoint"])
-        config, text_encoder = Path(manifest["config"]), Path(manifest["text_encoder"])
-    sys.stderr.write(f"\n[webui harness] tiny models ready in {time.monotonic() - t0:.1f}s under {root}\n")
-    return TinyModels(
-        root=root,
-        checkpoint=checkpoint,
-        checkpoint_dir=checkpoint_dir,
-        config=config,
-        text_encoder=text_encoder,
-        captioner_builder=lambda: _build_captioners(webui_install, root / "captioners", root),
-    )
+    return build_models(webui_install, "sd1", root, lambda: _build_captioners(webui_install, root / "captioners", root))
+
+
+@pytest.fixture(scope="session")
+def family_models(
+    webui_install: Install, tiny_models: TinyModels, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[str], TinyModels]:
+    """family -> its TinyModels (built once per session; captioners shared with the sd1 models)."""
+    built: dict[str, TinyModels] = {"sd1": tiny_models}
+
+    def get(family: str) -> TinyModels:
+        if family not in built:
+            root = tmp_path_factory.mktemp(f"tiny-{family}")
+            built[family] = build_models(webui_install, family, root, lambda: tiny_models.captioners)
+        return built[family]
+
+    return get
 
 
 def _cache_root() -> Path | None:
@@ -381,18 +405,24 @@ def _cache_root() -> Path | None:
     return Path(value).expanduser() if value.strip() else None
 
 
-def _tiny_forge_key(install: Install) -> str:
-    """Hash of what tiny_forge.py's bytes depend on: the builder, the Forge files it builds from, and the
-    torch / transformers / safetensors releases of Forge's interpreter (their random init and file format)."""
-    h = hashlib.sha256((HERE / "tiny_forge.py").read_bytes())
-    sd15 = install.dir / "backend" / "huggingface" / "runwayml" / "stable-diffusion-v1-5"
-    for path in (
-        sd15 / "text_encoder" / "config.json",
-        sd15 / "vae" / "config.json",
-        install.dir / "backend" / "nn" / "unet.py",
-        install.dir / "backend" / "nn" / "vae.py",
-    ):
-        h.update(path.name.encode())
+# Forge files each family's bytes depend on (besides the builders and the Python packages).
+FORGE_FIXTURE_INPUTS = {
+    "sd1": ("backend/huggingface/runwayml/stable-diffusion-v1-5",),
+    "sdxl": ("backend/huggingface/stabilityai/stable-diffusion-xl-base-1.0",),
+}
+
+
+def _fixture_key(install: Install, family: str) -> str:
+    """Hash of what a cached fixture's bytes depend on: the family, the builders, the Forge configs and modules
+    they build from, and the torch / transformers / safetensors releases of the host's interpreter."""
+    h = hashlib.sha256(family.encode())
+    for name in ("fixtures.py", "tiny_forge.py"):
+        h.update((HERE / name).read_bytes())
+    paths = [install.dir / "backend" / "nn" / "unet.py", install.dir / "backend" / "nn" / "vae.py"]
+    for folder in FORGE_FIXTURE_INPUTS.get(family, ()):
+        paths += sorted((install.dir / folder).glob("*/config.json"))
+    for path in paths:
+        h.update(str(path.relative_to(install.dir)).encode())
         h.update(path.read_bytes() if path.is_file() else b"-")
     site = sorted(install.python.parent.parent.glob("lib/python*/site-packages"))
     for package in ("torch", "transformers", "safetensors"):
@@ -401,49 +431,71 @@ def _tiny_forge_key(install: Install) -> str:
     return h.hexdigest()[:16]
 
 
-def _tiny_forge_checkpoint(install: Install, root: Path) -> tuple[Path, Path]:
-    """(checkpoint_dir, checkpoint) of tiny_forge.py's SD1.5 checkpoint, from the cache or built now.
+def _cached_fixture(install: Install, family: str, cache: Path, log: Path) -> dict[str, Any]:
+    """A fixture's manifest, from the cache or built now.
 
     A cache entry is a folder renamed into place only once it is complete, so a run that dies mid-build or
-    a concurrent session never sees half a checkpoint; the folder holds nothing but the checkpoint (it is
-    Forge's --ckpt-dir, read-only for Forge).
+    a concurrent session never sees half a checkpoint; its checkpoints/ folder holds nothing but the
+    checkpoint (it is the WebUI's --ckpt-dir, read-only for the WebUI).
     """
-    cache = _cache_root()
-    if cache is None:
-        return _build_tiny_forge(install, root / "sd", root / "tiny_forge.log")
-    entry = cache / f"tiny-forge-{_tiny_forge_key(install)}"
-    found = sorted((entry / "checkpoints").glob("*.safetensors")) if entry.is_dir() else []
-    if found:
-        sys.stderr.write(f"\n[webui harness] Forge tiny checkpoint from the cache: {found[0]}\n")
-        return found[0].parent, found[0]
+    entry = cache / f"tiny-{install.host}-{family}-{_fixture_key(install, family)}"
+    manifest = _read_manifest(entry)
+    if manifest is not None:
+        return manifest
     cache.mkdir(parents=True, exist_ok=True)
     if entry.exists():  # an entry that lost its checkpoint (cleaned up by hand?): build it again
         shutil.rmtree(entry, ignore_errors=True)
     staging = cache / f".building-{entry.name}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        _build_tiny_forge(install, staging, root / "tiny_forge.log")
+        _build_fixture(install, family, staging, log)
         with contextlib.suppress(OSError):  # a concurrent session got there first: keep its entry
             staging.rename(entry)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    found = sorted((entry / "checkpoints").glob("*.safetensors"))
-    if not found:
-        pytest.fail(f"the Forge tiny checkpoint is missing from {entry}", pytrace=False)
-    return found[0].parent, found[0]
+    manifest = _read_manifest(entry)
+    if manifest is None:
+        pytest.fail(f"the tiny {family} checkpoint is missing from {entry}", pytrace=False)
+    return manifest
 
 
-def _build_tiny_forge(install: Install, outdir: Path, log: Path) -> tuple[Path, Path]:
+def _read_manifest(outdir: Path) -> dict[str, Any] | None:
+    """The builder's manifest with its paths re-rooted at outdir (a cache entry is built elsewhere, then
+    renamed), or None when the folder has no complete fixture."""
+    path = outdir / "fixture.json"
+    if not path.is_file():
+        return None
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    built_in = Path(manifest["checkpoint"]).parents[1]
+    for key in ("checkpoint", "checkpoint_dir", "config", "text_encoder"):
+        if manifest.get(key):
+            manifest[key] = str(outdir / Path(manifest[key]).relative_to(built_in))
+    return manifest if Path(manifest["checkpoint"]).is_file() else None
+
+
+def _build_fixture(install: Install, family: str, outdir: Path, log: Path) -> dict[str, Any]:
     out = _run_builder(
         install,
-        ["-m", "tests.webui.tiny_forge", str(outdir), "--webui-dir", str(install.dir)],
-        "tiny Forge checkpoint",
+        [
+            str(HERE / "fixtures.py"),
+            family,
+            "--host",
+            install.host,
+            "--out",
+            str(outdir),
+            "--webui-dir",
+            str(install.dir),
+        ],
+        f"the tiny {family} checkpoint",
         log,
     )
-    manifest = _last_json_line(out)
-    if not isinstance(manifest, dict):
-        pytest.fail(f"tiny_forge.py printed no manifest:\n{out[-2000:]}", pytrace=False)
-    return Path(manifest["checkpoint_dir"]), Path(manifest["checkpoint"])
+    lines = out.strip().splitlines()
+    manifest = _read_manifest(outdir)
+    if not lines or manifest is None or Path(lines[-1]) != Path(manifest["checkpoint"]):
+        pytest.fail(
+            f"fixtures.py {family}: no checkpoint path on its last line / no manifest:\n{out[-2000:]}", pytrace=False
+        )
+    return manifest
 
 
 def _free_port() -> int:

@@ -462,33 +462,41 @@ CHUNK_WORD = "cat"  # one CLIP token
 def test_batch_negatives_across_a_chunk_boundary(
     dnp_webui: WebUI, chunk_counter: Callable[[list[str]], list[int]]
 ) -> None:
+    check_chunk_boundary(dnp_webui, chunk_counter, {"prompt": PROMPT, "batch_size": 4, "n_iter": 2, "seed": 100})
+
+
+def check_chunk_boundary(
+    dnp_webui: WebUI, chunk_counter: Callable[[list[str]], list[int]], payload: dict[str, Any]
+) -> None:
     """A user negative just under 75 tokens: some images' n* push it into a second chunk, others' don't.
 
     The captions depend on the DNS images only, so a first run with no user negative gives each image's
     n*; the user negative's length is then chosen (by counting tokens outside the server) so that the
-    merged negatives of a batch straddle the 75-token boundary.
+    merged negatives of a batch straddle the 75-token boundary. (SDXL: the extension counts the chunks of
+    both text encoders; the WebUI needs them equal within a batch for each.)
     """
-    payload = {"prompt": PROMPT, "batch_size": 4, "n_iter": 2, "seed": 100}
+    size = int(payload["batch_size"])
+    n = size * int(payload.get("n_iter", 1))
     args = {"enabled": True, "merge": "append"}
-    first = run_dnp(dnp_webui, args, 8, **payload)
-    captions = [unpad(n) for n in first.negatives]
-    assert all(captions) and len(set(captions)) == 8, f"captions are not all different: {captions}"
-    batches = [range(0, 4), range(4, 8)]
+    first = run_dnp(dnp_webui, args, n, **payload)
+    captions = [unpad(c) for c in first.negatives]
+    assert all(captions) and len(set(captions)) == n, f"captions are not all different: {captions}"
+    batches = [range(start, start + size) for start in range(0, n, size)]
 
-    def user_negative(n: int) -> str:
-        return " ".join([CHUNK_WORD] * n)
+    def user_negative(words: int) -> str:
+        return " ".join([CHUNK_WORD] * words)
 
     lengths = range(30, 75)
-    counts = chunk_counter([f"{user_negative(n)}, {c}" for n in lengths for c in captions])
+    counts = chunk_counter([f"{user_negative(k)}, {c}" for k in lengths for c in captions])
     mixed = {}
-    for k, n in enumerate(lengths):
-        per_image = counts[k * 8 : (k + 1) * 8]
-        mixed[n] = sum(len({per_image[i] for i in b}) > 1 for b in batches)
-    best = max(lengths, key=lambda n: (mixed[n], -abs(n - 60)))
+    for j, k in enumerate(lengths):
+        per_image = counts[j * n : (j + 1) * n]
+        mixed[k] = sum(len({per_image[i] for i in b}) > 1 for b in batches)
+    best = max(lengths, key=lambda k: (mixed[k], -abs(k - 60)))
     assert mixed[best] > 0, f"no user negative length makes a batch straddle 75 tokens; captions: {captions}"
 
     negative = user_negative(best)
-    run = run_dnp(dnp_webui, args, 8, **{**payload, "negative_prompt": negative})
+    run = run_dnp(dnp_webui, args, n, **{**payload, "negative_prompt": negative})
     merged = [f"{negative}, {c}" for c in captions]
     padding = []
     for i, (got, want) in enumerate(zip(run.negatives, merged)):
@@ -496,7 +504,7 @@ def test_batch_negatives_across_a_chunk_boundary(
             f"image {i}: negative is not n* merged with the user negative (+ BREAK padding): {got!r}"
         )
         padding.append(got[len(want) :].count("BREAK"))
-    assert len(set(run.negatives)) == 8
+    assert len(set(run.negatives)) == n
 
     final_counts = chunk_counter(run.negatives)
     merged_counts = chunk_counter(merged)
@@ -512,7 +520,7 @@ def test_batch_negatives_across_a_chunk_boundary(
         straddling += len({merged_counts[i] for i in b}) > 1
     assert straddling > 0
 
-    check_images(dnp_webui, run, ref_batch_size=4, **{**payload, "negative_prompt": negative})
+    check_images(dnp_webui, run, ref_batch_size=size, **{**payload, "negative_prompt": negative})
 
 
 # ------------------------------------------------------------------------------------------ 5. random seeds
@@ -841,3 +849,24 @@ def test_bad_args_are_rejected_without_side_effects(dnp_webui: WebUI) -> None:
     assert after.infotexts == before.infotexts
     for i, (a, b) in enumerate(zip(after.images + after.dns_images, before.images + before.dns_images, strict=True)):
         assert_same(a, b, f"image {i} after the bad requests vs before")
+
+
+# ------------------------------------------------------------------------------------------ 12. CFG scale 1
+
+
+def test_cfg_1_warns_in_info_and_keeps_dns_at_s_plus_1(dnp_webui: WebUI) -> None:
+    """At CFG 1 a negative does nothing (Forge skips its branch; A1111 weighs it 0): Auto-DNP still makes and
+    records n*, the API info carries a warning, the infotext is as usual, and the DNS pass runs at CFG s + 1."""
+    payload = {"prompt": PROMPT, "negative_prompt": "blurry", "seed": 17, "cfg_scale": 1.0}
+    run = run_dnp(dnp_webui, {"enabled": True, "show_dns": True}, 1, **payload)
+    info = dnp_webui.info(run.response)
+    warnings = info.get("dnp_warnings", [])
+    assert len(warnings) == 1 and "CFG scale is 1" in warnings[0], info.get("dnp_warnings")
+    text = run.infotexts[0]
+    assert text.negative.startswith("blurry, ") and "DNP caption" in text.params, "n* was not made and recorded"
+    assert "no effect" not in "\n".join(info["infotexts"])
+    check_dns_images(dnp_webui, run, "", PROMPT, batch_size=1)  # CFG s + 1 = 8.5, whatever the run's CFG
+    check_images(dnp_webui, run, **payload)
+    # the same run at CFG 7 carries no warning
+    other = run_dnp(dnp_webui, {"enabled": True}, 1, **{**payload, "cfg_scale": 7.0})
+    assert "dnp_warnings" not in dnp_webui.info(other.response)
