@@ -1,5 +1,7 @@
 """python -m dnp_ext.bench: generate with a running WebUI, score (A&E CLIP protocol), report.
 
+``python -m dnp_ext.bench speed --help``: what Auto-DNP costs in time (dnp_ext/bench/speed.py).
+
 See docs/BENCHMARK.md.
 """
 
@@ -121,6 +123,11 @@ def _scorer_specs(a: argparse.Namespace) -> list[Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["speed"]:
+        from .speed import main as speed
+
+        return speed(argv[1:])
     a = build_parser().parse_args(argv)
     settings = _settings(a)
     methods = _csv(a.methods) if a.methods else [m for m in METHODS if m != "user" or a.user_negative]
