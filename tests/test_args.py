@@ -13,6 +13,7 @@ def test_defaults():
         "captioner": "blip2",
         "dns_scale": 7.5,
         "dns_steps": 0,
+        "dns_preview": 1.0,
         "merge": "append",
         "per_image": True,
         "show_dns": False,
@@ -58,8 +59,8 @@ def test_bad_values_name_the_key(data, needle):
 
 
 def test_too_many_positional_args():
-    with pytest.raises(DnpArgsError, match="at most 7"):
-        from_script_args([False] * 8)
+    with pytest.raises(DnpArgsError, match="at most 8"):
+        from_script_args([False] * 9)
 
 
 def test_not_a_mapping():
@@ -70,3 +71,16 @@ def test_not_a_mapping():
 def test_string_booleans_and_numbers_from_json_forms():
     a = from_mapping({"enabled": "true", "dns_scale": "4.5", "dns_steps": 10.0})
     assert a.enabled is True and a.dns_scale == 4.5 and a.dns_steps == 10
+
+
+def test_dns_preview_is_a_fraction_of_the_dns_steps():
+    from dnp_ext.args import preview_steps
+
+    assert from_mapping({}).dns_preview == 1.0
+    assert from_mapping({"dns_preview": 0.5}).dns_preview == 0.5
+    assert from_script_args([True, "blip", 7.5, 0, "append", True, False, 0.25]).dns_preview == 0.25
+    for bad in (0, -0.1, 1.5, "x", True, float("nan")):
+        with pytest.raises(DnpArgsError, match="dns_preview"):
+            from_mapping({"dns_preview": bad})
+    assert preview_steps(1.0, 20) == 20 and preview_steps(0.5, 20) == 10 and preview_steps(0.5, 15) == 8
+    assert preview_steps(0.01, 20) == 1 and preview_steps(0.3, 10) == 3  # 0.3 * 10 is 3.0000000000000004

@@ -594,11 +594,11 @@ def test_paste_restores_settings_with_auto_dnp_off(web, glue, captioners):
 
     got = pasted(processed.infotexts[0])
     expected = {k: v for k, v in args.items() if k != "enabled"}
-    assert got == {"enabled": False, **expected}
+    assert got == {"enabled": False, **expected, "dns_preview": 1.0}
     assert "Negative prompt: " in processed.infotexts[0] and "ugly" in processed.infotexts[0]
     # a DNS image's own infotext: Auto-DNP off, the rest left as it is in the UI (None = untouched)
     dns_info = generate(web, glue, [{"enabled": True, "show_dns": True}], prompt="x", seed=1)[1].infotexts[-1]
-    assert pasted(dns_info) == {"enabled": False, **dict.fromkeys(expected)}
+    assert pasted(dns_info) == {"enabled": False, **dict.fromkeys([*expected, "dns_preview"])}
     # an infotext from a run without DNP touches nothing
     assert set(pasted("a cat\nSteps: 20, Seed: 1").values()) == {None}
 
