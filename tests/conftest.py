@@ -22,7 +22,7 @@ def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch = pytest.importorskip("torch")
     pytest.importorskip("transformers")
     torch.set_num_threads(1)
-    from dnp_ext.bench.testing import build_tiny_clip, clip_bpe_path
+    from tests.tiny_clip import build_tiny_clip, clip_bpe_path
 
     try:
         clip_bpe_path()

@@ -11,7 +11,7 @@ import pytest
 
 from dnp_ext.bench import __main__ as cli
 from dnp_ext.bench.run import Runner
-from dnp_ext.bench.testing import FakeWebUI
+from tests.fake_webui_server import FakeWebUI
 
 
 def _argv(url: str, out: Path, clip: Path, *extra: str) -> list[str]:

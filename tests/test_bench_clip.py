@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from dnp_ext.bench import clip_score as cs
-from dnp_ext.bench.testing import make_png
+from tests.fake_webui_server import make_png
 
 R = math.sqrt(0.5)  # |(0.3, 0.4, 0.5)| = |(0, .5, .5)| = sqrt(0.5)
 

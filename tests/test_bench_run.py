@@ -25,7 +25,7 @@ from dnp_ext.bench.run import (
     parse_params,
     random_caption_donor,
 )
-from dnp_ext.bench.testing import FakeWebUI, make_png
+from tests.fake_webui_server import FakeWebUI, make_png
 
 METHODS = ["plain", "dnp", "universal", "random_caption", "user"]
 

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from dnp_ext.bench import pnginfo
-from dnp_ext.bench.testing import make_png
 from dnp_ext.client import SCRIPT_KEY, as_png, main, negative_of, seed_of, server_message
+from tests.fake_webui_server import make_png
 
 DETAIL_401 = "Incorrect username or password"
 

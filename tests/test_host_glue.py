@@ -40,11 +40,12 @@ def web() -> Iterator[FakeWebUI]:
 
 @pytest.fixture
 def glue(web: FakeWebUI) -> types.SimpleNamespace:
-    from dnp_ext.host import current
+    from dnp_ext.host import current, dns, errors, settings, webui, webui_blip
     from dnp_ext.host import script as script_mod
-    from dnp_ext.host import webui as webui_mod
 
-    return types.SimpleNamespace(script=script_mod, webui=webui_mod, host=current())
+    return types.SimpleNamespace(
+        script=script_mod, webui=webui, dns=dns, errors=errors, settings=settings, webui_blip=webui_blip, host=current()
+    )
 
 
 class FakeCaptioner(Captioner):
@@ -175,7 +176,7 @@ def test_bad_args_fail_the_run_with_422_naming_the_key(web, glue, captioners, mo
     after = snapshot(p)
     assert after.pop("init") is not None
     assert after == before
-    with pytest.raises(glue.webui.DnpError) as e:
+    with pytest.raises(glue.errors.DnpError) as e:
         p.init(p.all_prompts, p.all_seeds, p.all_subseeds)
     assert e.value.status_code == 422
     assert f"'{key}'" in str(e.value) and TITLE in str(e.value)
@@ -185,7 +186,7 @@ def test_bad_args_fail_the_run_with_422_naming_the_key(web, glue, captioners, mo
 def test_too_many_positional_args_is_a_422(web, glue, captioners):
     p = prepared(web, prompt="a castle")
     glue.script.DnpScript().process(p, *([True] * (len(FIELD_NAMES) + 1)))
-    with pytest.raises(glue.webui.DnpError) as e:
+    with pytest.raises(glue.errors.DnpError) as e:
         p.init(p.all_prompts, p.all_seeds, p.all_subseeds)
     assert e.value.status_code == 422 and "at most" in str(e.value)
 
@@ -240,12 +241,12 @@ def test_enabled_run(web, glue, captioners, merge):
         assert call.styles == [] and call.enable_hr is False
         assert call.do_not_save_samples and call.do_not_save_grid
         assert call.s_min_uncond == 0
-        assert {k: call.options.get(k) for k in glue.webui.DNS_OVERRIDES} == glue.webui.DNS_OVERRIDES
+        assert {k: call.options.get(k) for k in glue.dns.DNS_OVERRIDES} == glue.dns.DNS_OVERRIDES
         assert call.p.closed
 
     # the captioner: one instance, one call per batch with that batch's DNS images, released once
     cap = captioners.only
-    assert cap.source == glue.webui.DEFAULT_OPTIONS["dnp_blip2_model"]
+    assert cap.source == glue.settings.DEFAULT_OPTIONS["dnp_blip2_model"]
     assert [[im.tobytes() for im in batch] for batch in cap.batches] == [
         [fake_image(call.p, i).tobytes() for i in range(2)] for call in web.calls
     ]
@@ -290,7 +291,7 @@ def test_dns_overrides_only_options_the_webui_has_and_restores_them(web, glue, c
     glue.script.DnpScript().process(p, {"enabled": True})
     (call,) = web.calls
     assert call.override_settings == {}
-    expected = {k: v for k, v in glue.webui.DNS_OVERRIDES.items() if k != "pad_cond_uncond_v0"}
+    expected = {k: v for k, v in glue.dns.DNS_OVERRIDES.items() if k != "pad_cond_uncond_v0"}
     assert {k: call.options.get(k) for k in expected} == expected
     assert "pad_cond_uncond_v0" not in call.options
     assert web.opts.data == before  # exactly as before, the never-set option included
@@ -388,7 +389,7 @@ def test_webui_blip_captioner_caption_and_offload(web, glue, monkeypatch):
     web.interrogator = types.SimpleNamespace(blip_model=None, running_on_cpu=False, load_blip_model=lambda: blip)
     web.device_interrogate = Device("cuda:0")
     monkeypatch.setattr(
-        glue.webui.WebUIBlipCaptioner,
+        glue.webui_blip.WebUIBlipCaptioner,
         "_caption",
         lambda self, loaded, images: [f"blip {im.info['seed']}" for im in images],
     )
@@ -506,7 +507,7 @@ def test_captioner_failure_is_a_503_and_restores_the_sd_model(web, glue, caption
     p = prepared(web, prompt="a castle", negative_prompt="ugly", batch_size=2, n_iter=2, seed=7)
     negatives = list(p.all_negative_prompts)
     glue.script.DnpScript().process(p, {"enabled": True})
-    with pytest.raises(glue.webui.DnpError) as e:
+    with pytest.raises(glue.errors.DnpError) as e:
         p.init(p.all_prompts, p.all_seeds, p.all_subseeds)
     assert e.value.status_code == 503
     assert (expect or str(error)) in str(e.value)
@@ -539,7 +540,7 @@ def test_captioner_setting_pointing_nowhere_is_a_503_before_any_dns(web, glue, t
     web.opts.dnp_blip2_model = str(tmp_path / "missing")
     p = prepared(web, prompt="a castle", seed=1)
     glue.script.DnpScript().process(p, {"enabled": True})
-    with pytest.raises(glue.webui.DnpError) as e:
+    with pytest.raises(glue.errors.DnpError) as e:
         p.init(p.all_prompts, p.all_seeds, p.all_subseeds)
     assert e.value.status_code == 503 and "dnp_blip2_model" in str(e.value) and "does not exist" in str(e.value)
     assert not web.calls  # failed fast: no DNS pass was spent
@@ -631,7 +632,7 @@ def test_settings_registered(web):
     load_script_file("dnp_webui_script")
     (add,) = web.ui_settings_callbacks
     add()
-    from dnp_ext.host.webui import DEFAULT_OPTIONS, SECTION
+    from dnp_ext.host.settings import DEFAULT_OPTIONS, SECTION
 
     labels = web.opts.data_labels
     assert {k for k in labels if k.startswith("dnp_")} == set(DEFAULT_OPTIONS)

@@ -1,5 +1,9 @@
-"""WebUI glue. ``webui`` holds everything that touches the WebUI's ``modules.*``; ``forge`` overrides the few
-places where Forge differs. ``current()`` picks one at run time (Forge ships the ``modules_forge`` package).
+"""WebUI glue: the only code that touches the WebUI's ``modules.*``, one module per job.
+
+``webui.WebUIHost`` is the AUTOMATIC1111 host; it composes ``settings``, ``webui_blip``, ``text``, ``dns``,
+``suggest`` and ``run``. ``forge.ForgeHost`` overrides the few places where Forge differs; ``script`` is the
+Script class, ``api`` the HTTP routes, ``review`` the review flow's UI, ``errors`` the error they raise.
+``current()`` picks the host at run time (Forge ships the ``modules_forge`` package).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from modules.call_queue import queue_lock
 from .. import TITLE
 from ..args import DnpArgsError
 from ..suggest import parse_suggest_request
-from .webui import as_dnp_error
+from .errors import as_dnp_error
 
 SUGGEST_PATH = "/dnp/v1/suggest"
 

@@ -12,7 +12,8 @@ from modules import shared
 
 from ..args import CAPTIONERS
 from ..captioners.base import CaptionerError
-from .webui import WebUIBlipCaptioner, WebUIHost
+from .webui import WebUIHost
+from .webui_blip import WebUIBlipCaptioner
 
 
 class ForgeBlipCaptioner(WebUIBlipCaptioner):

@@ -12,7 +12,8 @@ from ..args import DnpArgs, DnpArgsError, from_script_args
 from ..captioners.base import CaptionerError
 from ..pipeline import DnpPlan, DnpResult, run_auto_dnp
 from . import current, review
-from .webui import RunAdapter, apply_result, as_dnp_error, fail_run
+from .errors import as_dnp_error
+from .run import RunAdapter, apply_result, fail_run
 
 RESULT_ATTR = "_dnp_result"
 

@@ -80,8 +80,8 @@ def webui_python(webui_dir: Path) -> Path:
 
 
 SKIP_REASON = (
-    "SD_WEBUI_DIR not set: point it at an AUTOMATIC1111 or Forge install (e.g. SD_WEBUI_DIR=/work/webui/a1111) "
-    "to run the WebUI integration tests"
+    "SD_WEBUI_DIR not set: set SD_WEBUI_DIR to an AUTOMATIC1111 or Forge folder to run the WebUI integration "
+    "tests (bash tests/webui/setup.sh a1111 DIR makes one)"
 )
 
 

@@ -75,6 +75,13 @@ esac
 KEY=$(printf '%s\n' "$HOST" "$SOURCE_ID" "$PYTAG" "$TORCH_SITE" "${TORCH_PINS[@]}" "${EXTRA[@]}" \
     | cat - "${BASH_SOURCE[0]}" | sha256sum | cut -c1-16)
 
+export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
+pip_in() {  # pip_in PYTHON ARGS...: quiet, without the notes about package-index folders lacking a package
+    local py=$1
+    shift
+    "$py" -m pip install -q "$@" 2> >(grep -v "^WARNING: Location '.*' is ignored" >&2)
+}
+
 report() {
     echo "SD_WEBUI_DIR=$DIR"
     echo "SD_WEBUI_PYTHON=$DIR/venv/bin/python"
@@ -123,7 +130,7 @@ if [[ ! -f $TORCH_SITE/.complete ]]; then
     echo "setup.sh: installing ${TORCH_PINS[*]} into the shared $TORCH_SITE"
     staging="$TORCH_SITE.partial-$$"
     rm -rf "$staging"
-    "$PY" -m pip install -q --disable-pip-version-check --no-compile --target "$staging" "${TORCH_PINS[@]}"
+    pip_in "$PY" --no-compile --target "$staging" "${TORCH_PINS[@]}"
     touch "$staging/.complete"
     mkdir -p "$(dirname "$TORCH_SITE")"
     rm -rf "$TORCH_SITE"
@@ -140,8 +147,7 @@ echo "$TORCH_SITE" >"$SITE/dnp-shared-torch.pth"
 # the host's pins as they are, but LF endings (Forge's file is CRLF) and torch's setuptools
 sed -e 's/\r$//' -e 's/^setuptools==69\.5\.1.*/setuptools==80.9.0/' "$DIR/requirements_versions.txt" \
     >"$DIR/.dnp-requirements.txt"
-"$VPY" -m pip install -q --disable-pip-version-check \
-    -r "$DIR/.dnp-requirements.txt" "${TORCH_PINS[@]}" "${EXTRA[@]}"
+pip_in "$VPY" -r "$DIR/.dnp-requirements.txt" "${TORCH_PINS[@]}" "${EXTRA[@]}"
 "$VPY" -m pip check
 "$VPY" -c 'import torch, torchvision, transformers, gradio; print("setup.sh: torch", torch.__version__, "| torchvision", torchvision.__version__, "| transformers", transformers.__version__, "| gradio", gradio.__version__)'
 

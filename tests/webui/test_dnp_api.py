@@ -4,8 +4,8 @@ The references are independent plain runs on the same server, as README.md defin
 - a DNS image = a plain txt2img run with positive "" (plus p's extra-network tags), negative p (styles
   applied, AND sub-prompts joined with ", "), CFG scale s + 1, the same seeds, size, sampler and steps
   (DNS steps when set), the same batch;
-- a generated image = a plain batch-1 run with its infotext's prompt and negative prompt and its seed
-  (Forge: a plain run of the same batch size, see `same_batch_refs`).
+- a generated image = a plain run of the same batch size in which every image takes its infotext's prompt
+  and negative prompt, the image keeping its place (so its seed): see `check_images`.
 """
 
 from __future__ import annotations
@@ -198,27 +198,18 @@ def check_dns_images(
             assert_same(run.dns_images[start + j], ref, f"DNS image {start + j} vs its eq. 19 run")
 
 
-def same_batch_refs(webui: WebUI) -> bool:
-    """Whether references must be runs of the tested run's batch size rather than batch-1 runs.
-
-    Forge on CPU is not batch-size invariant even at batch size 2: a plain batch-2 run and plain batch-1 runs
-    of its seeds now and then differ by 1 in one pixel value (float rounding; measured on a server without the
-    extension: 3 of 16 images of 8 batch-2 runs, e.g. seeds 77 and 100). A1111 1.10 is invariant at batch size 2.
-    """
-    return webui.host == "forge"
-
-
 def check_images(webui: WebUI, run: DnpRun, *, ref_batch_size: int | None = None, **payload: Any) -> None:
     """Every generated image is a plain run with its infotext's prompt, negative and seed.
 
     ref_batch_size 1: a batch-1 run. Larger: a plain run of that batch size in which every image takes image i's
-    prompts and image i keeps its place in the batch (its seed then lines up). The WebUI on CPU is not
-    batch-size invariant at batch size 4 (a few pixel values differ by 1 between a plain batch-4 run and
-    plain batch-1 runs of its seeds, without the extension too), so such images are compared within a batch
-    of their own size. None: 1, or the run's batch size where the host needs it (`same_batch_refs`).
+    prompts and image i keeps its place in the batch (its seed then lines up). None: the run's batch size.
+    Neither host is batch-size invariant on CPU: a plain batch-2 run and plain batch-1 runs of its seeds now and
+    then differ by 1 in a pixel value, without the extension too (Forge: 3 of 16 images of 8 batch-2 runs;
+    A1111 1.10.1 with torch 2.14.1: seed 321 of a batch-2 run, one value), so images are compared within a
+    batch of their own size.
     """
     if ref_batch_size is None:
-        ref_batch_size = int(payload.get("batch_size", 1)) if same_batch_refs(webui) else 1
+        ref_batch_size = int(payload.get("batch_size", 1))
     payload = {k: v for k, v in payload.items() if k not in ("styles", "batch_size", "n_iter")}
     for i, text in enumerate(run.infotexts):
         place = i % ref_batch_size
@@ -533,10 +524,8 @@ def test_random_seed_dns_follows_image_seeds(dnp_webui: WebUI) -> None:
     run = run_dnp(dnp_webui, {"enabled": True, "show_dns": True}, 2, **payload)
     assert run.seeds[1] == run.seeds[0] + 1
     assert [t.seed for t in run.dns_infotexts] == run.seeds
-    if same_batch_refs(dnp_webui):  # one batch-2 eq. 19 run from the first image's seed
-        refs = eq19(dnp_webui, "", PROMPT, dns_scale=7.5, seed=run.seeds[0], batch_size=2)
-    else:
-        refs = [eq19(dnp_webui, "", PROMPT, dns_scale=7.5, seed=seed)[0] for seed in run.seeds]
+    # one batch-2 eq. 19 run from the first image's seed (batch-1 runs may differ by rounding: `check_images`)
+    refs = eq19(dnp_webui, "", PROMPT, dns_scale=7.5, seed=run.seeds[0], batch_size=2)
     for i, (seed, ref) in enumerate(zip(run.seeds, refs, strict=True)):
         assert_same(run.dns_images[i], ref, f"DNS image {i} vs eq. 19 at the seed of image {i} ({seed})")
     check_images(dnp_webui, run, **payload)

@@ -123,11 +123,11 @@ def model_config(text_encoder_dir: Path) -> dict:
 
 
 def write_clip_tokenizer_files(outdir: Path) -> tuple[Path, Path]:
-    """CLIP's vocab.json + merges.txt, by the project's one builder (dnp_ext.bench.testing, stdlib only)."""
+    """CLIP's vocab.json + merges.txt, by the project's one builder (tests/tiny_clip.py, stdlib only)."""
     root = str(Path(__file__).resolve().parents[2])  # run as a script by the WebUI's interpreter
     if root not in sys.path:
         sys.path.insert(0, root)
-    from dnp_ext.bench.testing import write_clip_tokenizer_files as write
+    from tests.tiny_clip import write_clip_tokenizer_files as write
 
     vocab_file, merges_file = write(outdir)
     size = len(json.loads(vocab_file.read_text(encoding="utf-8")))
