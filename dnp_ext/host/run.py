@@ -13,6 +13,7 @@ from ..args import DnpArgs
 from ..captioners.base import Captioner, CaptionerError
 from ..infotext import generation_params
 from ..pipeline import DnpPlan, DnpResult, Stop, negatives_for
+from .cache import COUNTERS
 from .settings import CAPTIONER_SETTING, option
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ class RunAdapter:
         self._sd_model_freed = False
 
     def run_dns(self, indices: Sequence[int]) -> tuple[list[Any], list[str]]:
+        COUNTERS["dns_passes"] += 1
         return self.host.run_dns(self.p, indices, self.args)
 
     def caption(self, images: Sequence[Any]) -> list[str]:

@@ -12,6 +12,7 @@ from ..args import DnpArgs, DnpArgsError, from_script_args
 from ..captioners.base import CaptionerError
 from ..pipeline import DnpPlan, DnpResult, run_auto_dnp
 from . import current, review
+from .cache import RunMemo
 from .errors import as_dnp_error
 from .run import RunAdapter, apply_result, fail_run
 
@@ -79,7 +80,8 @@ class DnpScript(scripts.Script):
         state.job_count = (2 * state.job_count if hires_doubles else state.job_count) + plan.jobs
         job_no = state.job_no
         try:
-            result = run_auto_dnp(RunAdapter(host, p, args), args, p.all_negative_prompts, p.batch_size)
+            adapter, memo = RunAdapter(host, p, args), RunMemo(host, p, args)
+            result = run_auto_dnp(adapter, args, p.all_negative_prompts, p.batch_size, memo)
         except Exception as e:
             fail_run(p, as_dnp_error(e))
             return

@@ -8,6 +8,7 @@ from modules import script_callbacks, shared
 from modules.shared import opts
 
 from .. import TITLE
+from ..cache import DEFAULT_CACHE_MB
 
 SECTION = ("dnp", TITLE)
 DEFAULT_OPTIONS: dict[str, Any] = {
@@ -15,6 +16,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "dnp_blip_model": "Salesforce/blip-image-captioning-large",
     "dnp_captioner_after": "offload",
     "dnp_offload_sd_model": True,
+    "dnp_cache_mb": DEFAULT_CACHE_MB,
 }
 CAPTIONER_SETTING = {"blip2": "dnp_blip2_model", "blip": "dnp_blip_model"}
 
@@ -49,6 +51,16 @@ def register_settings() -> None:
             info(True, "Move the SD model off the GPU while the captioner runs", section=SECTION).info(
                 "so that the captioner and the UNet are never on a small GPU together"
             ),
+        )
+        opts.add_option(
+            "dnp_cache_mb",
+            info(
+                DEFAULT_CACHE_MB,
+                "DNS cache size (MB; 0: off)",
+                gr.Number,
+                {"precision": 0, "minimum": 0},
+                section=SECTION,
+            ).info("keeps DNS images and captions: the same settings and seed again skip the DNS pass, same result"),
         )
 
     script_callbacks.on_ui_settings(add)
