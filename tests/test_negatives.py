@@ -42,9 +42,7 @@ def _parse_attention(text):
     """The WebUI's emphasis parser (modules/prompt_parser.parse_prompt_attention), kept minimal."""
     import re
 
-    re_attention = re.compile(
-        r"\\\(|\\\)|\\\[|\\]|\\\\|\\|\(|\[|:\s*([+-]?[.\d]+)\s*\)|\)|]|[^\\()\[\]:]+|:", re.X
-    )
+    re_attention = re.compile(r"\\\(|\\\)|\\\[|\\]|\\\\|\\|\(|\[|:\s*([+-]?[.\d]+)\s*\)|\)|]|[^\\()\[\]:]+|:", re.X)
     res, round_b, square_b = [], [], []
     for m in re_attention.finditer(text):
         tok, weight = m.group(0), m.group(1)

@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from .webui import WebUIHost
 
 DNS_CACHE = DnsCache()
-COUNTERS = {"dns_passes": 0}  # DNS passes sampled in this process (the cache's effect, observable over HTTP)
+# DNS passes sampled in this process and their model evaluations (what the cache and the preview save, over HTTP)
+COUNTERS = {"dns_passes": 0, "dns_evaluations": 0}
 # options that change neither a DNS image nor its caption: changing them must not empty the cache
 IGNORED_OPTIONS = frozenset({"dnp_cache_mb", "dnp_captioner_after", "dnp_offload_sd_model"})
 
@@ -110,7 +111,7 @@ def key_for(host: WebUIHost, p: Any, indices: Sequence[int], args: DnpArgs) -> s
             "sampler": p.sampler_name,
             "scheduler": getattr(p, "scheduler", None),
             "steps": steps,
-            "preview_steps": preview_steps(args.dns_preview, steps) if args.dns_preview < 1 else None,
+            "preview_steps": preview_steps(args.dns_preview, steps),
             "cfg_scale": dns_to_webui_cfg_scale(args.dns_scale),
             "dns_scale": args.dns_scale,
             "dns_preview": args.dns_preview,
@@ -121,8 +122,10 @@ def key_for(host: WebUIHost, p: Any, indices: Sequence[int], args: DnpArgs) -> s
             "eta": p.eta,
             "s": [p.s_churn, p.s_tmax, p.s_tmin, p.s_noise],
         }
+        # the variation seed makes no noise at strength 0 (nor infotext): a random one must not make a miss
+        varied = bool(p.subseed_strength)
         images = [
-            {"prompt": pos, "negative": neg, "seed": p.all_seeds[i], "subseed": p.all_subseeds[i]}
+            {"prompt": pos, "negative": neg, "seed": p.all_seeds[i], "subseed": p.all_subseeds[i] if varied else None}
             for i, (pos, neg) in zip(indices, pairs)
         ]
     except (AttributeError, IndexError, TypeError):

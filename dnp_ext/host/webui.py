@@ -104,7 +104,7 @@ class WebUIHost:
         return dns.dns_processing(p, indices, args)
 
     def run_dns(self, p: Any, indices: Sequence[int], args: DnpArgs) -> tuple[list[Any], list[str]]:
-        return dns.run_dns(p, self.dns_processing(p, indices, args))
+        return dns.run_dns(p, self.dns_processing(p, indices, args), args)
 
     def check_sampler(self, sampler_name: str, scheduler: str) -> None:
         dns.check_sampler(sampler_name, scheduler)

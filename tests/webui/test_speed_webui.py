@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 from .conftest import WebUI
-from .test_dnp_api import PROMPT, dnp_webui, restore_options, script_args  # noqa: F401 - fixtures
+from .test_dnp_api import (  # noqa: F401 - dnp_webui and restore_options are fixtures
+    PROMPT,
+    check_images,
+    dnp_webui,
+    restore_options,
+    script_args,
+    split_response,
+)
 
 CACHE = "/dnp/v1/cache"
 BODY = {"prompt": PROMPT, "width": 64, "height": 64, "steps": 6, "sampler_name": "Euler", "batch_size": 2}
@@ -85,3 +92,45 @@ def test_cache_off_samples_every_time(dnp_webui: WebUI, restore_options: Callabl
     a = auto(dnp_webui, 84001)
     b = auto(dnp_webui, 84001)
     assert passes(dnp_webui) == n + 2 and same(a, b, dnp_webui)
+
+
+def evaluations(webui: WebUI) -> int:
+    return int(webui.get(CACHE)["dns_evaluations"])
+
+
+def test_preview_one_is_todays_dns(dnp_webui: WebUI, restore_options: Callable[..., None]) -> None:  # noqa: F811
+    restore_options(dnp_cache_mb=0)
+    n = evaluations(dnp_webui)
+    full = auto(dnp_webui, 85001, dns_preview=1.0)
+    assert evaluations(dnp_webui) == n + BODY["steps"]  # Euler: one evaluation per step
+    # the DNS images are eq. 19 as a plain run: prompt "", negative p, CFG s + 1
+    ref = dnp_webui.txt2img(**{**BODY, "prompt": "", "negative_prompt": PROMPT, "cfg_scale": 8.5, "seed": 85001})
+    assert pixels_equal(dnp_webui.images(full)[2:], dnp_webui.images(ref))
+    assert "DNS preview" not in webui_text(dnp_webui, full)
+
+
+def webui_text(webui: WebUI, response: dict[str, Any]) -> str:
+    return "\n".join(webui.info(response)["infotexts"])
+
+
+@pytest.mark.parametrize(("sampler", "expected"), [("Euler", 3), ("Heun", 5)])
+def test_preview_runs_fewer_evaluations_deterministically(
+    dnp_webui: WebUI,  # noqa: F811
+    restore_options: Callable[..., None],  # noqa: F811
+    sampler: str,
+    expected: int,
+) -> None:
+    restore_options(dnp_cache_mb=0)
+    body = {**BODY, "sampler_name": sampler}
+    args = script_args({"enabled": True, "show_dns": True, "captioner": "blip", "dns_preview": 0.5})
+    n = evaluations(dnp_webui)
+    a = dnp_webui.txt2img(**body, seed=86001, alwayson_scripts=args)
+    # 3 of 6 steps; Heun evaluates twice per step but stops after the 3rd step's first evaluation
+    assert evaluations(dnp_webui) == n + expected
+    b = dnp_webui.txt2img(**body, seed=86001, alwayson_scripts=args)
+    assert pixels_equal(dnp_webui.images(a), dnp_webui.images(b)), "a preview must be deterministic"
+    full = dnp_webui.txt2img(**body, seed=86001, alwayson_scripts=script_args({"enabled": True, "show_dns": True}))
+    assert not pixels_equal(dnp_webui.images(a)[2:], dnp_webui.images(full)[2:])
+    assert "DNS preview: 0.5" in webui_text(dnp_webui, a)
+    # the main images are plain runs with the negatives their infotexts name
+    check_images(dnp_webui, split_response(dnp_webui, a, 2), **body, seed=86001)
