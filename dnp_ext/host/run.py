@@ -45,7 +45,7 @@ class RunAdapter:
     def caption(self, images: Sequence[Any]) -> list[str]:
         if self._captioner is None:
             self._captioner = self.host.captioner(self.args.captioner)
-            if self.host.offload_sd_model():
+            if self.host.offload_sd_model(self._captioner):
                 self.host.free_sd_model()
                 self._sd_model_freed = True
         try:
@@ -66,7 +66,7 @@ class RunAdapter:
 
     def release_captioner(self) -> None:
         try:
-            if self._captioner is not None:
+            if self._captioner is not None and not self.host.keep_captioner_resident(self._sd_model_freed):
                 self._captioner.release(str(option("dnp_captioner_after")))
         finally:
             if self._sd_model_freed:
