@@ -38,6 +38,7 @@ FAKE_MODULES = (
     "modules.prompt_parser",
     "modules.sd_hijack",
     "modules.sd_models",
+    "modules.sd_vae",
     "modules.call_queue",
     "modules.sd_samplers",
     "modules.sd_schedulers",
@@ -208,9 +209,11 @@ class Device:
 
 
 class SdModel:
-    """The loaded checkpoint; only its identity matters."""
+    """The loaded checkpoint: its identity, and the file and hash the DNS cache keys on."""
 
-    sd_checkpoint_info = None
+    def __init__(self) -> None:
+        self.sd_checkpoint_info = types.SimpleNamespace(filename=__file__)  # any file that exists
+        self.sd_model_hash = "0123456789"
 
 
 # -- modules.processing --------------------------------------------------------------------------------
@@ -622,6 +625,11 @@ class FakeWebUI:
             interrogate_clip_num_beams=1,
             interrogate_clip_min_length=5,
             interrogate_clip_max_length=20,
+            s_churn=0.0,
+            s_tmin=0.0,
+            s_tmax=0.0,
+            s_noise=1.0,
+            tiling=False,
         )
         for key, default in WEBUI_OPTIONS.items():
             self.opts.add_option(key, OptionInfo(default))
@@ -706,6 +714,7 @@ class FakeWebUI:
             send_model_to_device=lambda model: self.events.append(("sd_model_to_device", model)),
             reload_model_weights=lambda *a, **k: None,
         )
+        m["modules.sd_vae"] = self._module("modules.sd_vae", loaded_vae_file=None)
         m["modules.call_queue"] = self._module("modules.call_queue", queue_lock=threading.Lock())
         m["modules.sd_samplers"] = self._module(
             "modules.sd_samplers",

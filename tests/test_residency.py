@@ -85,6 +85,7 @@ def test_model_captioner_residency_counts_its_tensors():
 def run_with(web, glue, free: list[int | None], monkeypatch, **options: Any):  # noqa: F811
     """One Auto-DNP run of 2 batches on a fake CUDA captioner; free_vram answers from `free` in turn."""
     web.device_interrogate = Device("cuda:0")
+    web.opts.dnp_cache_mb = 0  # every run captions
     for key, value in options.items():
         setattr(web.opts, key, value)
     answers = list(free)

@@ -97,6 +97,22 @@ def captioner_part(host: WebUIHost, name: str) -> Any:
     return {"name": name, "source": source, "folder": folder_id(source) if source else None, "host": host.name}
 
 
+def number(value: Any) -> float | None:
+    """A number as the sampler uses it: 0 and 0.0 are one key."""
+    return None if value is None else float(value)
+
+
+def sampler_noise(p: Any) -> list[float]:
+    """s_churn, s_tmin, s_tmax, s_noise as the DNS run resolves them (unset: the option; s_tmax 0: infinity)."""
+    opts = shared.opts
+
+    def pick(name: str) -> float:
+        value = getattr(p, name)
+        return float(value if value is not None else getattr(opts, name))
+
+    return [pick("s_churn"), pick("s_tmin"), pick("s_tmax") or float("inf"), pick("s_noise")]
+
+
 def key_for(host: WebUIHost, p: Any, indices: Sequence[int], args: DnpArgs) -> str | None:
     """The cache key of the DNS batch for p's images at these indices (None: not cacheable)."""
     try:
@@ -115,12 +131,12 @@ def key_for(host: WebUIHost, p: Any, indices: Sequence[int], args: DnpArgs) -> s
             "cfg_scale": dns_to_webui_cfg_scale(args.dns_scale),
             "dns_scale": args.dns_scale,
             "dns_preview": args.dns_preview,
-            "size": [p.width, p.height],
-            "tiling": p.tiling,
-            "subseed_strength": p.subseed_strength,
-            "seed_resize_from": [p.seed_resize_from_w, p.seed_resize_from_h],
-            "eta": p.eta,
-            "s": [p.s_churn, p.s_tmax, p.s_tmin, p.s_noise],
+            "size": [int(p.width), int(p.height)],
+            "tiling": bool(p.tiling if p.tiling is not None else getattr(shared.opts, "tiling", False)),
+            "subseed_strength": number(p.subseed_strength),
+            "seed_resize_from": [int(p.seed_resize_from_w), int(p.seed_resize_from_h)],
+            "eta": number(p.eta),
+            "s": sampler_noise(p),
         }
         # the variation seed makes no noise at strength 0 (nor infotext): a random one must not make a miss
         varied = bool(p.subseed_strength)
