@@ -693,6 +693,7 @@ class FakeWebUI:
             on_cfg_denoiser=lambda cb, *, name=None: self.cfg_callbacks["denoiser"].append(cb),
             on_cfg_after_cfg=lambda cb, *, name=None: self.cfg_callbacks["after_cfg"].append(cb),
             remove_callbacks_for_function=self._remove_callback,
+            callback_map={"callbacks_cfg_denoiser": []},  # named hooks of other extensions (none)
         )
         devices = self._module("modules.devices", torch_gc=lambda: None)
         devices_cls = type("DevicesModule", (types.ModuleType,), {})

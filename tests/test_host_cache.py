@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import types
 from typing import Any
 
 import pytest
@@ -63,6 +64,19 @@ def test_any_changed_input_misses(web, glue, captioners, args, payload, option):
     if option is not None:
         setattr(web.opts, *option)
     run(web, glue, args, **payload)
+    assert dns_count(web) == 2
+
+
+def test_another_extensions_sampling_hook_misses(web, glue, captioners):  # noqa: F811
+    from modules import script_callbacks
+
+    run(web, glue)
+    hook = types.SimpleNamespace(name="other-extension/cfg_denoiser", callback=lambda params: None)
+    script_callbacks.callback_map["callbacks_cfg_denoiser"].append(hook)
+    try:
+        run(web, glue)
+    finally:
+        script_callbacks.callback_map["callbacks_cfg_denoiser"].remove(hook)
     assert dns_count(web) == 2
 
 

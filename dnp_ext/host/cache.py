@@ -3,7 +3,8 @@
 Auto-DNP, Suggest and anything else that goes through ``RunAdapter`` share ``DNS_CACHE``. The key holds every
 input of the nested DNS run (``dns.dns_processing``) and of the captioner, plus all of the WebUI's options (so
 clip skip, eta, noise schedule, token merging, emphasis, ... and any option we do not know about), the loaded
-checkpoint and VAE files, and the files extra networks and embeddings come from. What cannot be read is
+checkpoint and VAE files, the files extra networks and embeddings come from, and the names of other extensions'
+hooks into sampling (what such a hook does with its own state is not seen). What cannot be read is
 ``UNKNOWN``: that run is not cached.
 """
 
@@ -91,6 +92,24 @@ def networks_part(prompts: Sequence[str]) -> Any:
     return part
 
 
+SAMPLING_HOOKS = (
+    "callbacks_extra_noise",
+    "callbacks_cfg_denoiser",
+    "callbacks_cfg_denoised",
+    "callbacks_cfg_after_cfg",
+)
+
+
+def hooks_part() -> Any:
+    """Other extensions' hooks into sampling, by name: one added or removed changes the key."""
+    from modules import script_callbacks
+
+    callbacks = getattr(script_callbacks, "callback_map", None)
+    if not isinstance(callbacks, dict):
+        return UNKNOWN
+    return {k: sorted(str(getattr(c, "name", c)) for c in callbacks.get(k, [])) for k in SAMPLING_HOOKS}
+
+
 def captioner_part(host: WebUIHost, name: str) -> Any:
     setting = CAPTIONER_SETTING.get(name)
     source = str(option(setting)).strip() if setting else None
@@ -124,6 +143,7 @@ def key_for(host: WebUIHost, p: Any, indices: Sequence[int], args: DnpArgs) -> s
             "options": options_part(),
             "networks": networks_part([pos for pos, _ in pairs]),
             "captioner": captioner_part(host, args.captioner),
+            "hooks": hooks_part(),
             "sampler": p.sampler_name,
             "scheduler": getattr(p, "scheduler", None),
             "steps": steps,
