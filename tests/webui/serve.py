@@ -13,7 +13,7 @@ import argparse
 import signal
 import sys
 import tempfile
-import time
+import threading
 from pathlib import Path
 
 from . import conftest as h
@@ -52,14 +52,18 @@ def main() -> int:
         text_encoder=text_encoder,
         captioner_builder=lambda: h._build_captioners(install, root / "captioners", root),
     )
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())  # kill PID stops the WebUI too
     with h.start_webui(install, models, root, name=f"serve-{install.host}") as webui:
-        webui.use_tiny_captioners()
-        print(webui.base_url, flush=True)
-        if a.url_file:
-            a.url_file.write_text(webui.base_url)
-        while webui.alive():
-            time.sleep(1)
+        try:
+            webui.use_tiny_captioners()
+            print(webui.base_url, flush=True)
+            if a.url_file:
+                a.url_file.write_text(webui.base_url)
+            while webui.alive() and not stop.wait(1):
+                pass
+        finally:
+            h._stop(webui)
     return 0
 
 
