@@ -28,6 +28,7 @@ class DnpArgs:
     merge: str = "append"
     per_image: bool = True
     show_dns: bool = False
+    dns_preview: float = 1.0  # fraction of the DNS steps; below 1 the DNS image is that step's x0 prediction
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,7 +89,20 @@ def from_mapping(data: Mapping[str, Any]) -> DnpArgs:
         merge=check_choice("merge", get("merge", d.merge), MERGE_MODES),
         per_image=check_bool("per_image", get("per_image", d.per_image)),
         show_dns=check_bool("show_dns", get("show_dns", d.show_dns)),
+        dns_preview=check_preview(get("dns_preview", d.dns_preview)),
     )
+
+
+def check_preview(value: Any) -> float:
+    number = check_number("dns_preview", value, 0.0, 1.0)
+    if number <= 0:
+        raise DnpArgsError(f"'dns_preview' must be above 0 and at most 1, not {value!r}")
+    return number
+
+
+def preview_steps(dns_preview: float, steps: int) -> int:
+    """Sampler steps a DNS preview runs: the fraction of the DNS steps, rounded up, at least 1."""
+    return max(1, min(steps, math.ceil(dns_preview * steps - 1e-9)))
 
 
 def from_script_args(args: Sequence[Any]) -> DnpArgs:

@@ -17,6 +17,7 @@ KEY_CAPTIONER = "DNP captioner"
 KEY_DNS_SCALE = "DNS scale"
 KEY_DNS_STEPS = "DNS steps"
 KEY_CAPTION = "DNP caption"
+KEY_DNS_PREVIEW = "DNS preview"  # written only below 1, so full-DNS infotexts stay as they were
 
 DNS_IMAGE = "DNS image"  # value of KEY_DNP on the DNS images themselves
 
@@ -34,6 +35,8 @@ def generation_params(args: DnpArgs, dns_steps: int, captions: list[str] | None 
         KEY_DNS_SCALE: args.dns_scale,
         KEY_DNS_STEPS: dns_steps,
     }
+    if args.dns_preview < 1:
+        params[KEY_DNS_PREVIEW] = args.dns_preview
     if captions is not None:
         params[KEY_CAPTION] = list(captions)
     return params
@@ -41,7 +44,10 @@ def generation_params(args: DnpArgs, dns_steps: int, captions: list[str] | None 
 
 def dns_image_params(args: DnpArgs) -> dict[str, Any]:
     """Extra generation params for a DNS image: a plain run with these settings reproduces it."""
-    return {KEY_DNP: DNS_IMAGE, KEY_DNS_SCALE: args.dns_scale}
+    params: dict[str, Any] = {KEY_DNP: DNS_IMAGE, KEY_DNS_SCALE: args.dns_scale}
+    if args.dns_preview < 1:
+        params[KEY_DNS_PREVIEW] = args.dns_preview
+    return params
 
 
 def parse_pasted(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -70,6 +76,9 @@ def parse_pasted(params: Mapping[str, Any]) -> dict[str, Any]:
             out["dns_scale"] = float(params[KEY_DNS_SCALE])
         if KEY_DNS_STEPS in params:
             out["dns_steps"] = int(float(params[KEY_DNS_STEPS]))
+        preview = float(params.get(KEY_DNS_PREVIEW, 1.0))
+        if 0 < preview <= 1:
+            out["dns_preview"] = preview
     except (TypeError, ValueError):
         pass  # a hand-edited value: keep the UI's current setting
     return out

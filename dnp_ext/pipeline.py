@@ -12,6 +12,7 @@ from enum import Enum
 from typing import Any, Protocol
 
 from .args import DnpArgs
+from .cache import DnsEntry
 from .negatives import caption_to_negative, clean_caption, equalize_chunks, merge_negative
 
 
@@ -39,6 +40,16 @@ class DnpHost(Protocol):
 
     def set_phase(self, text: str) -> None:
         """Show progress text; called once per job (DNS batch, caption batch)."""
+
+
+class DnsMemo(Protocol):
+    """The DNS cache as one run sees it: a hit replaces both the DNS pass and the captioning of a batch."""
+
+    def lookup(self, indices: Sequence[int]) -> DnsEntry | None:
+        """The cached DNS batch for the run's images at these indices, or None (a miss)."""
+
+    def store(self, indices: Sequence[int], entry: DnsEntry) -> None:
+        """Remember a DNS batch just sampled and captioned."""
 
 
 @dataclass
@@ -73,16 +84,21 @@ class DnpResult:
     interrupted: bool = False
 
 
-def run_auto_dnp(host: DnpHost, args: DnpArgs, user_negatives: Sequence[str], batch_size: int) -> DnpResult:
+def run_auto_dnp(
+    host: DnpHost, args: DnpArgs, user_negatives: Sequence[str], batch_size: int, memo: DnsMemo | None = None
+) -> DnpResult:
     """DNS per seed, caption each batch in one call, merge with the user's negatives, equalise chunks.
 
-    Skip drops the batch being prepared from the run (with one shared DNS image, every batch);
-    Interrupt stops the whole run. Either way no negative is half-applied.
+    A batch the memo holds is neither sampled nor captioned: its images, infotexts and raw captions are
+    the ones a miss made, so the result is the same. Skip drops the batch being prepared from the run
+    (with one shared DNS image, every batch); Interrupt stops the whole run. Either way no negative is
+    half-applied, and a stopped batch is not remembered.
     """
     n = len(user_negatives)
     plan = DnpPlan.make(n, batch_size, args.per_image)
     result = DnpResult(negatives=list(user_negatives), captions=[""] * n)
     done: dict[int, tuple[list[int], list[Any], list[str]]] = {}  # batch -> (indices, images, infotexts)
+    hits: dict[int, DnsEntry] = {}
     skipped: set[int] = set()
 
     def stopped(k: int) -> bool:
@@ -96,6 +112,12 @@ def run_auto_dnp(host: DnpHost, args: DnpArgs, user_negatives: Sequence[str], ba
     for k, indices in enumerate(plan.dns_batches):
         if not indices:
             continue
+        entry = memo.lookup(indices) if memo is not None else None
+        if entry is not None:
+            host.set_phase(f"DNP: cached DNS images, batch {k + 1} of {len(plan.batches)}")
+            hits[k] = entry
+            done[k] = (indices, list(entry.images), list(entry.infotexts))
+            continue
         host.set_phase(f"DNP: diffusion-negative sampling, batch {k + 1} of {len(plan.batches)}")
         images, infotexts = host.run_dns(indices)
         if stopped(k):
@@ -105,17 +127,22 @@ def run_auto_dnp(host: DnpHost, args: DnpArgs, user_negatives: Sequence[str], ba
         done[k] = (indices, images, infotexts)
 
     try:
-        for k, (indices, images, _) in done.items():
+        for k, (indices, images, infotexts) in done.items():
             if k in skipped:
                 continue
-            host.set_phase(f"DNP: captioning, batch {k + 1} of {len(plan.batches)}")
-            captions = host.caption(images)
-            if len(captions) != len(images):
-                raise RuntimeError(f"captioner returned {len(captions)} captions for {len(images)} images")
-            if stopped(k):
-                if result.interrupted:
-                    return result
-                continue
+            if k in hits:
+                captions = list(hits[k].captions)
+            else:
+                host.set_phase(f"DNP: captioning, batch {k + 1} of {len(plan.batches)}")
+                captions = host.caption(images)
+                if len(captions) != len(images):
+                    raise RuntimeError(f"captioner returned {len(captions)} captions for {len(images)} images")
+                if stopped(k):
+                    if result.interrupted:
+                        return result
+                    continue
+                if memo is not None:
+                    memo.store(indices, DnsEntry(tuple(images), tuple(infotexts), tuple(captions)))
             for i, caption in zip(indices, captions):
                 result.captions[i] = clean_caption(caption)  # control characters never reach infotext or JSON
     finally:

@@ -22,6 +22,7 @@ from .args import (
     check_keys,
     check_number,
     check_override_settings,
+    check_preview,
 )
 from .negatives import MERGE_MODES
 
@@ -45,6 +46,7 @@ class SuggestRequest:
     batch_size: int = 1
     dns_scale: float = DEFAULT_DNS_SCALE
     dns_steps: int = 0
+    dns_preview: float = 1.0
     captioner: str = "blip2"
     merge: str = "append"
 
@@ -54,6 +56,7 @@ class SuggestRequest:
             captioner=self.captioner,
             dns_scale=self.dns_scale,
             dns_steps=self.dns_steps,
+            dns_preview=self.dns_preview,
             merge=self.merge,
             per_image=True,
             show_dns=True,
@@ -102,6 +105,7 @@ def parse_suggest_request(data: Mapping[str, Any]) -> SuggestRequest:
         batch_size=_int("batch_size", get("batch_size", d.batch_size), 1, MAX_BATCH),
         dns_scale=check_number("dns_scale", get("dns_scale", d.dns_scale), 0, MAX_DNS_SCALE),
         dns_steps=_int("dns_steps", get("dns_steps", d.dns_steps), 0, MAX_DNS_STEPS),
+        dns_preview=check_preview(get("dns_preview", d.dns_preview)),
         captioner=check_choice("captioner", get("captioner", d.captioner), CAPTIONERS),
         merge=check_choice("merge", get("merge", d.merge), MERGE_MODES),
     )

@@ -9,7 +9,7 @@ import gradio as gr
 
 from . import TITLE
 from .args import CAPTIONERS, DEFAULT_DNS_SCALE, MAX_DNS_STEPS, DnpArgs
-from .infotext import KEY_CAPTIONER, KEY_DNP, KEY_DNS_SCALE, KEY_DNS_STEPS, parse_pasted
+from .infotext import KEY_CAPTIONER, KEY_DNP, KEY_DNS_PREVIEW, KEY_DNS_SCALE, KEY_DNS_STEPS, parse_pasted
 from .negatives import MERGE_MODES
 
 CAPTIONER_LABELS = {
@@ -42,10 +42,20 @@ class DnpControls:
     merge: Any
     per_image: Any
     show_dns: Any
+    dns_preview: Any
     review: ReviewControls | None = None
 
     def inputs(self) -> list[Any]:
-        return [self.enabled, self.captioner, self.dns_scale, self.dns_steps, self.merge, self.per_image, self.show_dns]
+        return [
+            self.enabled,
+            self.captioner,
+            self.dns_scale,
+            self.dns_steps,
+            self.merge,
+            self.per_image,
+            self.show_dns,
+            self.dns_preview,
+        ]
 
     def infotext_fields(self) -> list[tuple[Any, Any]]:
         """Paste mapping: settings come back, Auto-DNP stays off (the negative already holds n*)."""
@@ -60,10 +70,11 @@ class DnpControls:
             (self.dns_steps, field("dns_steps")),
             (self.merge, field("merge")),
             (self.per_image, field("per_image")),
+            (self.dns_preview, field("dns_preview")),
         ]
 
 
-PASTE_KEYS = (KEY_DNP, KEY_CAPTIONER, KEY_DNS_SCALE, KEY_DNS_STEPS)
+PASTE_KEYS = (KEY_DNP, KEY_CAPTIONER, KEY_DNS_SCALE, KEY_DNS_STEPS, KEY_DNS_PREVIEW)
 
 
 def build(elem_prefix: str, captioners: tuple[str, ...] = CAPTIONERS, note: str = "") -> DnpControls:
@@ -114,8 +125,16 @@ def build(elem_prefix: str, captioners: tuple[str, ...] = CAPTIONERS, note: str 
                 value=d.dns_steps,
                 elem_id=f"{elem_prefix}_dns_steps",
             )
+            dns_preview = gr.Slider(
+                label="DNS preview (fraction of the DNS steps; 1: the full DNS image)",
+                minimum=0.05,
+                maximum=1.0,
+                step=0.05,
+                value=d.dns_preview,
+                elem_id=f"{elem_prefix}_dns_preview",
+            )
         review = build_review(elem_prefix)
-    return DnpControls(enabled, captioner, dns_scale, dns_steps, merge, per_image, show_dns, review)
+    return DnpControls(enabled, captioner, dns_scale, dns_steps, merge, per_image, show_dns, dns_preview, review)
 
 
 REVIEW_HELP = (

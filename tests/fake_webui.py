@@ -38,6 +38,7 @@ FAKE_MODULES = (
     "modules.prompt_parser",
     "modules.sd_hijack",
     "modules.sd_models",
+    "modules.sd_vae",
     "modules.call_queue",
     "modules.sd_samplers",
     "modules.sd_schedulers",
@@ -208,9 +209,11 @@ class Device:
 
 
 class SdModel:
-    """The loaded checkpoint; only its identity matters."""
+    """The loaded checkpoint: its identity, and the file and hash the DNS cache keys on."""
 
-    sd_checkpoint_info = None
+    def __init__(self) -> None:
+        self.sd_checkpoint_info = types.SimpleNamespace(filename=__file__)  # any file that exists
+        self.sd_model_hash = "0123456789"
 
 
 # -- modules.processing --------------------------------------------------------------------------------
@@ -393,14 +396,18 @@ class Call:
     do_not_save_samples: bool
     do_not_save_grid: bool
     extra_generation_params: dict[str, Any]
+    evaluations: int = 0  # model evaluations the fake sampler made (set after sampling)
 
     @property
     def is_dns(self) -> bool:
         return self.extra_generation_params.get("DNP") == "DNS image"
 
 
-def fake_image(p: Any, i: int) -> Image.Image:
-    """A tiny image that is a pure function of image i's sampling settings (so equal settings, equal pixels)."""
+def fake_image(p: Any, i: int, latent: Any = None) -> Image.Image:
+    """A tiny image that is a pure function of image i's sampling settings (so equal settings, equal pixels).
+
+    latent: what the sampler returned for this image when it stopped early (None: it ran all its steps).
+    """
     key = repr(
         (
             p.all_prompts[i],
@@ -416,10 +423,71 @@ def fake_image(p: Any, i: int) -> Image.Image:
             p.height,
         )
     )
+    if latent is not None:
+        key += repr(latent)
     digest = hashlib.sha256(key.encode()).digest()
     image = Image.new("RGB", (max(1, p.width // 64), max(1, p.height // 64)), tuple(digest[:3]))
     image.info["seed"], image.info["subseed"] = p.all_seeds[i], p.all_subseeds[i]
     return image
+
+
+# -- sampling: the WebUI's CFG denoiser and k-diffusion loop, in the order the real ones call things -----
+class InterruptedException(BaseException):
+    pass
+
+
+class FakeSampler:
+    def __init__(self) -> None:
+        self.stop_at: int | None = None
+        self.last_latent: Any = None
+
+
+class FakeDenoiser:
+    def __init__(self, p: Any, sampler: FakeSampler) -> None:
+        self.p, self.sampler = p, sampler
+
+    def get_pred_x0(self, x_in: Any, x_out: Any, sigma: Any) -> Any:
+        return x_out  # k-diffusion: the model's output already is x0
+
+
+TWO_EVALUATIONS = ("Heun", "DPM2")  # samplers that evaluate the model twice per step
+
+
+def sample(p: Any, n: int, callbacks: dict[str, list[Callable[[Any], None]]], state: Any, call: Call) -> Any:
+    """Run p.steps steps; None when all ran, else the sampler's last_latent (rows: images) when it stopped.
+
+    Per step: first evaluation, then the step callback (which raises past sampler.stop_at), then any second
+    evaluation, as k-diffusion's loops do. An evaluation calls on_cfg_denoiser before the model and
+    on_cfg_after_cfg with the CFG-combined x0 after it.
+    """
+    import numpy as np
+
+    sampler = FakeSampler()
+    denoiser = FakeDenoiser(p, sampler)
+    state.sampling_steps, state.sampling_step = p.steps, 0
+
+    def evaluate(step: int, k: int) -> None:
+        sigma = np.full(2 * n, float(p.steps - step))
+        x_in = np.arange(2 * n, dtype=float)[:, None] + step  # cond rows first, then uncond rows
+        for cb in list(callbacks["denoiser"]):
+            cb(types.SimpleNamespace(x=x_in, sigma=sigma, denoiser=denoiser, sampling_step=state.sampling_step))
+        call.evaluations += 1
+        sampler.last_latent = np.full((n, 1), -1.0)  # the cond branch's x0, as the real denoiser leaves it
+        after = types.SimpleNamespace(x=np.full((n, 1), step * 10.0 + k) + np.arange(n)[:, None] * 0.5)
+        for cb in list(callbacks["after_cfg"]):
+            cb(after)
+
+    try:
+        for step in range(p.steps):
+            evaluate(step, 0)
+            if sampler.stop_at is not None and step > sampler.stop_at:
+                raise InterruptedException
+            state.sampling_step = step
+            if p.sampler_name in TWO_EVALUATIONS:
+                evaluate(step, 1)
+    except InterruptedException:
+        return sampler.last_latent
+    return None
 
 
 # -- modules.scripts -----------------------------------------------------------------------------------
@@ -566,6 +634,11 @@ class FakeWebUI:
             interrogate_clip_num_beams=1,
             interrogate_clip_min_length=5,
             interrogate_clip_max_length=20,
+            s_churn=0.0,
+            s_tmin=0.0,
+            s_tmax=0.0,
+            s_noise=1.0,
+            tiling=False,
         )
         for key, default in WEBUI_OPTIONS.items():
             self.opts.add_option(key, OptionInfo(default))
@@ -577,6 +650,7 @@ class FakeWebUI:
         self.ui_settings_callbacks: list[Callable[[], None]] = []
         self.app_started_callbacks: list[Callable[[Any, Any], None]] = []
         self.before_ui_callbacks: list[Callable[[], None]] = []
+        self.cfg_callbacks: dict[str, list[Callable[[Any], None]]] = {"denoiser": [], "after_cfg": []}
         # Called once per batch "while sampling" (after the job starts): tests press Skip or Interrupt here.
         self.on_sample: Callable[[Any, int], None] | None = None
         self.launch_present: set[str] = set()
@@ -630,6 +704,10 @@ class FakeWebUI:
             on_app_started=lambda cb, *, name=None: self.app_started_callbacks.append(cb),
             on_before_ui=lambda cb, *, name=None: self.before_ui_callbacks.append(cb),
             on_after_component=lambda cb, *, name=None: None,
+            on_cfg_denoiser=lambda cb, *, name=None: self.cfg_callbacks["denoiser"].append(cb),
+            on_cfg_after_cfg=lambda cb, *, name=None: self.cfg_callbacks["after_cfg"].append(cb),
+            remove_callbacks_for_function=self._remove_callback,
+            callback_map={"callbacks_cfg_denoiser": []},  # named hooks of other extensions (none)
         )
         devices = self._module("modules.devices", torch_gc=lambda: None)
         devices_cls = type("DevicesModule", (types.ModuleType,), {})
@@ -651,6 +729,7 @@ class FakeWebUI:
             send_model_to_device=lambda model: self.events.append(("sd_model_to_device", model)),
             reload_model_weights=lambda *a, **k: None,
         )
+        m["modules.sd_vae"] = self._module("modules.sd_vae", loaded_vae_file=None)
         m["modules.call_queue"] = self._module("modules.call_queue", queue_lock=threading.Lock())
         m["modules.sd_samplers"] = self._module(
             "modules.sd_samplers",
@@ -713,8 +792,9 @@ class FakeWebUI:
                 break
             if self.on_sample is not None:
                 self.on_sample(p, n)
-            for i in indices:
-                images.append(fake_image(p, i))
+            latents = sample(p, len(indices), self.cfg_callbacks, state, self.calls[-1])
+            for j, i in enumerate(indices):
+                images.append(fake_image(p, i, None if latents is None else latents[j].tolist()))
                 params = {
                     "Steps": p.steps,
                     "Sampler": p.sampler_name,
@@ -731,6 +811,10 @@ class FakeWebUI:
         if p.scripts is not None:
             p.scripts.postprocess(p, processed)
         return processed
+
+    def _remove_callback(self, fn: Callable[..., Any]) -> None:
+        for callbacks in self.cfg_callbacks.values():
+            callbacks[:] = [cb for cb in callbacks if cb != fn]
 
     def _record(self, p: Any) -> Call:
         hr = getattr(p, "all_hr_negative_prompts", None)

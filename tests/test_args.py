@@ -13,6 +13,7 @@ def test_defaults():
         "captioner": "blip2",
         "dns_scale": 7.5,
         "dns_steps": 0,
+        "dns_preview": 1.0,
         "merge": "append",
         "per_image": True,
         "show_dns": False,
@@ -58,8 +59,8 @@ def test_bad_values_name_the_key(data, needle):
 
 
 def test_too_many_positional_args():
-    with pytest.raises(DnpArgsError, match="at most 7"):
-        from_script_args([False] * 8)
+    with pytest.raises(DnpArgsError, match="at most 8"):
+        from_script_args([False] * 9)
 
 
 def test_not_a_mapping():
@@ -80,3 +81,16 @@ def test_override_settings_never_set_a_model_location(key):
         check_override_settings({"CLIP_stop_at_last_layers": 2, key: "/any/folder"})
     check_override_settings({"CLIP_stop_at_last_layers": 2, "dnp_captioner_after": "unload"})
     check_override_settings(None)
+
+
+def test_dns_preview_is_a_fraction_of_the_dns_steps():
+    from dnp_ext.args import preview_steps
+
+    assert from_mapping({}).dns_preview == 1.0
+    assert from_mapping({"dns_preview": 0.5}).dns_preview == 0.5
+    assert from_script_args([True, "blip", 7.5, 0, "append", True, False, 0.25]).dns_preview == 0.25
+    for bad in (0, -0.1, 1.5, "x", True, float("nan")):
+        with pytest.raises(DnpArgsError, match="dns_preview"):
+            from_mapping({"dns_preview": bad})
+    assert preview_steps(1.0, 20) == 20 and preview_steps(0.5, 20) == 10 and preview_steps(0.5, 15) == 8
+    assert preview_steps(0.01, 20) == 1 and preview_steps(0.3, 10) == 3  # 0.3 * 10 is 3.0000000000000004

@@ -53,11 +53,11 @@ def test_cli_end_to_end_and_resume(
     calls = {"n": 0}
     real_run_job = Runner.run_job
 
-    def interrupting(self: Runner, job, prompts):  # type: ignore[no-untyped-def]
+    def interrupting(self: Runner, job, prompts, client=None):  # type: ignore[no-untyped-def]
         calls["n"] += 1
         if calls["n"] == 9:
             raise KeyboardInterrupt
-        return real_run_job(self, job, prompts)
+        return real_run_job(self, job, prompts, client)
 
     with FakeWebUI() as fake:
         monkeypatch.setattr(Runner, "run_job", interrupting)

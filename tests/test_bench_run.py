@@ -245,3 +245,36 @@ def test_one_run_per_folder(tmp_path: Path) -> None:
         assert fake.requests == []
     with FakeWebUI() as fake:  # released
         assert _runner(fake.base_url, tmp_path).run(_sets(), [0], ["plain"], progress=False)["generated"] == 3
+
+
+def test_dnp_preview_method_sends_the_preview_and_keeps_its_own_dns_images(tmp_path: Path) -> None:
+    with FakeWebUI() as fake:
+        counts = _runner(fake.base_url, tmp_path, dns_preview=0.25).run(
+            _sets(), [0], ["dnp", "dnp_preview"], progress=False
+        )
+    assert counts["generated"] == 6
+    args = [r["alwayson_scripts"][SCRIPT_KEY]["args"][0] for r in fake.requests]
+    assert sorted(a.get("dns_preview") for a in args if "dns_preview" in a) == [0.25] * 3
+    assert sum("dns_preview" not in a for a in args) == 3
+    for folder in ("dnp", "dnp_preview", "dns", "dns_preview"):
+        assert len(list((tmp_path / "ae" / folder).glob("*.png"))) == 3, folder
+    recs = [json.loads(line) for line in (tmp_path / MANIFEST).read_text().splitlines()]
+    assert {r["dns_file"].split("/")[1] for r in recs} == {"dns", "dns_preview"}
+    assert all(r["caption"] for r in recs)
+
+
+def test_jobs_shared_out_over_several_webuis(tmp_path: Path) -> None:
+    with FakeWebUI() as a, FakeWebUI() as b:
+        clients = [WebUIClient(f.base_url, retries=0, retry_wait=0) for f in (a, b)]
+        runner = Runner(clients, tmp_path, _settings(), log=lambda m: None)
+        counts = runner.run(_sets(), [0, 1, 2, 3], METHODS, progress=False)
+    assert counts == {"generated": 60, "skipped": 0, "failed": 0}
+    assert len(a.requests) + len(b.requests) == 60 and a.requests and b.requests
+    recs = [json.loads(line) for line in (tmp_path / MANIFEST).read_text().splitlines()]
+    assert len({(r["index"], r["seed"], r["method"]) for r in recs}) == 60
+    # random_caption ran after every auto-DNP job, so each found its donor's caption
+    assert all(r["negative_prompt"] for r in recs if r["method"] == "random_caption")
+    with FakeWebUI() as a, FakeWebUI() as b:  # a rerun skips everything
+        clients = [WebUIClient(f.base_url, retries=0, retry_wait=0) for f in (a, b)]
+        counts = Runner(clients, tmp_path, _settings(), log=lambda m: None).run(_sets(), [0, 1, 2, 3], METHODS, False)
+    assert counts["skipped"] == 60 and not a.requests and not b.requests

@@ -636,11 +636,11 @@ def test_paste_restores_settings_with_auto_dnp_off(web, glue, captioners):
 
     got = pasted(processed.infotexts[0])
     expected = {k: v for k, v in args.items() if k != "enabled"}
-    assert got == {"enabled": False, **expected}
+    assert got == {"enabled": False, **expected, "dns_preview": 1.0}
     assert "Negative prompt: " in processed.infotexts[0] and "ugly" in processed.infotexts[0]
     # a DNS image's own infotext: Auto-DNP off, the rest left as it is in the UI (None = untouched)
     dns_info = generate(web, glue, [{"enabled": True, "show_dns": True}], prompt="x", seed=1)[1].infotexts[-1]
-    assert pasted(dns_info) == {"enabled": False, **dict.fromkeys(expected)}
+    assert pasted(dns_info) == {"enabled": False, **dict.fromkeys([*expected, "dns_preview"])}
     # an infotext from a run without DNP touches nothing
     assert set(pasted("a cat\nSteps: 20, Seed: 1").values()) == {None}
 
@@ -894,3 +894,13 @@ def test_fake_webui_leaves_nothing_behind():
         assert "modules.processing" in sys.modules
     left = [n for n in sys.modules if n == "modules" or n.startswith(("modules.", "dnp_ext.host", "dnp_ext.ui"))]
     assert left == [] and "launch" not in sys.modules and not hasattr(dnp_ext, "host")
+
+
+def test_review_suggest_passes_the_dns_preview(web, glue, captioners):
+    from dnp_ext.host import review
+
+    values = {k: None for k in review.WEBUI_INPUTS}
+    values.update(prompt="a fox", negative_prompt="", seed=3, seed_extra=False, width=64, height=64, steps=8)
+    values.update(sampler_name="Euler", scheduler="Automatic", cfg_scale=7.0, batch_size=1)
+    review.suggest(*[values[k] for k in review.WEBUI_INPUTS], "blip2", 2.5, 0, "append", 0.5)
+    assert web.dns_calls[-1].evaluations == 4  # half of the 8 DNS steps

@@ -53,6 +53,7 @@ def test_paste_restores_settings_but_never_enables_dnp_again():
         "captioner": "blip",
         "dns_scale": 5.0,
         "dns_steps": 12,
+        "dns_preview": 1.0,
     }
 
 
@@ -68,3 +69,16 @@ def test_paste_tolerates_hand_edited_values():
 
 def test_dns_image_marker():
     assert dns_image_params(DnpArgs())[KEY_DNP] == DNS_IMAGE
+
+
+def test_dns_preview_key_only_below_one_and_pasted_back():
+    from dnp_ext.infotext import KEY_DNS_PREVIEW, dns_image_params
+
+    assert KEY_DNS_PREVIEW not in generation_params(DnpArgs(enabled=True), 20)
+    assert KEY_DNS_PREVIEW not in dns_image_params(DnpArgs(enabled=True))
+    half = DnpArgs(enabled=True, dns_preview=0.5)
+    assert generation_params(half, 20)[KEY_DNS_PREVIEW] == 0.5 and dns_image_params(half)[KEY_DNS_PREVIEW] == 0.5
+    base = {"DNP": "auto, per image, append"}
+    assert parse_pasted({**base, "DNS preview": "0.5"})["dns_preview"] == 0.5
+    assert parse_pasted(base)["dns_preview"] == 1.0  # an infotext without the key was a full DNS
+    assert "dns_preview" not in parse_pasted({**base, "DNS preview": "7"})

@@ -1,5 +1,7 @@
 """python -m dnp_ext.bench: generate with a running WebUI, score (A&E CLIP protocol), report.
 
+``python -m dnp_ext.bench speed --help``: what Auto-DNP costs in time (dnp_ext/bench/speed.py).
+
 See docs/BENCHMARK.md.
 """
 
@@ -25,7 +27,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m dnp_ext.bench", description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     g = ap.add_argument_group("WebUI")
-    g.add_argument("--url", default="http://127.0.0.1:7860", help="base URL of the running WebUI")
+    g.add_argument(
+        "--url",
+        action="append",
+        default=None,
+        help="base URL of a running WebUI (default http://127.0.0.1:7860); repeatable: jobs are shared out",
+    )
     g.add_argument("--api-auth", default=None, metavar="USER:PASS", help="credentials of the WebUI's --api-auth")
     g.add_argument("--timeout", type=float, default=900.0, help="seconds per request")
     g.add_argument("--retries", type=int, default=2, help="retries on connection errors and HTTP 5xx")
@@ -46,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--methods",
         default=None,
-        help=f"comma list of {', '.join(METHODS)}; default: all but 'user', plus 'user' when --user-negative is given",
+        help=f"comma list of {', '.join(METHODS)}; default: all but 'dnp_preview' and 'user', plus 'user' when "
+        "--user-negative is given",
     )
     g.add_argument("--user-negative", default=None, help="negative prompt of the 'user' method")
     g.add_argument(
@@ -66,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--scheduler", default=None, help="scheduler (default: the WebUI's)")
     g.add_argument("--captioner", default="blip2", choices=["blip2", "blip", "webui-blip"])
     g.add_argument("--dns-scale", type=float, default=7.5, help="the paper's s for the DNS image")
+    g.add_argument("--dns-preview", type=float, default=0.5, help="dns_preview of the 'dnp_preview' method")
 
     g = ap.add_argument_group("scoring and report")
     g.add_argument("--clip-model", default="openai/clip-vit-base-patch16", help="HF id or local folder")
@@ -95,6 +104,7 @@ def _settings(a: argparse.Namespace) -> GenSettings:
         scheduler=a.scheduler,
         captioner=a.captioner,
         dns_scale=a.dns_scale,
+        dns_preview=a.dns_preview,
         universal_negative=a.universal_negative or universal_negative(),
         user_negative=a.user_negative,
     )
@@ -121,9 +131,15 @@ def _scorer_specs(a: argparse.Namespace) -> list[Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["speed"]:
+        from .speed import main as speed
+
+        return speed(argv[1:])
     a = build_parser().parse_args(argv)
     settings = _settings(a)
-    methods = _csv(a.methods) if a.methods else [m for m in METHODS if m != "user" or a.user_negative]
+    opt_in = {"dnp_preview"} | (set() if a.user_negative else {"user"})
+    methods = _csv(a.methods) if a.methods else [m for m in METHODS if m not in opt_in]
     bad = [m for m in methods if m not in METHODS]
     if bad:
         print(f"unknown methods {bad}; known: {', '.join(METHODS)}", file=sys.stderr)
@@ -137,8 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as e:
         print(f"prompts: {e}", file=sys.stderr)
         return 2
-    client = WebUIClient(a.url, a.api_auth, a.timeout, a.retries)
-    runner = Runner(client, a.out, settings)
+    urls = a.url or ["http://127.0.0.1:7860"]
+    clients = [WebUIClient(u, a.api_auth, a.timeout, a.retries) for u in urls]
+    client = clients[0]
+    runner = Runner(clients, a.out, settings)
     jobs = runner.jobs(sets, seeds, methods)
     print(
         f"{sum(len(s.prompts) for s in sets)} prompts x {len(seeds)} seeds x "
@@ -216,7 +234,10 @@ def _generate_score_report(
     from .report import write_report
 
     meta = {
-        "webui": {"url": a.url, "sd_model_checkpoint": None if a.no_generate else client.current_model()},
+        "webui": {
+            "url": [c.base_url for c in runner.clients] if len(runner.clients) > 1 else client.base_url,
+            "sd_model_checkpoint": None if a.no_generate else client.current_model(),
+        },
         "settings": asdict(settings),
         "sets": {s.name: len(s.prompts) for s in sets},
         "seeds": seeds,

@@ -9,7 +9,10 @@ from ..client import SCRIPT_KEY, ClientError, Txt2ImgResult, WebUIClient, WebUIE
 __all__ = ["SCRIPT_KEY", "ClientError", "Txt2ImgResult", "WebUIClient", "WebUIError", "WebUIUnavailable"]
 
 
-def dnp_script_args(captioner: str, dns_scale: float, show_dns: bool = True) -> dict[str, Any]:
-    return {
-        SCRIPT_KEY: {"args": [{"enabled": True, "captioner": captioner, "dns_scale": dns_scale, "show_dns": show_dns}]}
-    }
+def dnp_script_args(
+    captioner: str, dns_scale: float, show_dns: bool = True, dns_preview: float | None = None
+) -> dict[str, Any]:
+    args: dict[str, Any] = {"enabled": True, "captioner": captioner, "dns_scale": dns_scale, "show_dns": show_dns}
+    if dns_preview is not None:
+        args["dns_preview"] = dns_preview
+    return {SCRIPT_KEY: {"args": [args]}}

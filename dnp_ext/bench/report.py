@@ -24,11 +24,19 @@ METRICS = {  # key -> label, in table order
 METHOD_LABELS = {
     "plain": "SD (no negative)",
     "dnp": "auto-DNP",
+    "dnp_preview": "auto-DNP, DNS preview",
     "universal": "universal negative",
     "random_caption": "random caption",
     "user": "user negative",
 }
-COLOURS = {"plain": "#7f7f7f", "dnp": "#d62728", "universal": "#1f77b4", "random_caption": "#2ca02c", "user": "#9467bd"}
+COLOURS = {
+    "plain": "#7f7f7f",
+    "dnp": "#d62728",
+    "dnp_preview": "#ff7f0e",
+    "universal": "#1f77b4",
+    "random_caption": "#2ca02c",
+    "user": "#9467bd",
+}
 N_BOOT = 2000
 
 

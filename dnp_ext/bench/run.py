@@ -16,6 +16,7 @@ import os
 import random
 import re
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -27,8 +28,10 @@ from .client import Txt2ImgResult, WebUIClient, dnp_script_args
 from .progress import Progress
 from .prompts import Prompt, PromptSet
 
-METHODS = ("plain", "dnp", "universal", "random_caption", "user")
+METHODS = ("plain", "dnp", "dnp_preview", "universal", "random_caption", "user")
+DNP_METHODS = ("dnp", "dnp_preview")  # auto-DNP: full DNS, and DNS preview (GenSettings.dns_preview)
 DNS_DIR = "dns"
+DNS_DIRS = {"dnp": DNS_DIR, "dnp_preview": "dns_preview"}
 MANIFEST = "manifest.jsonl"
 RUN_FILE = "run.json"
 
@@ -43,6 +46,7 @@ class GenSettings:
     scheduler: str | None = None
     captioner: str = "blip2"
     dns_scale: float = 7.5
+    dns_preview: float = 0.5  # of the dnp_preview method
     universal_negative: str = ""
     user_negative: str | None = None
 
@@ -241,8 +245,14 @@ def random_caption_donor(job: Job, prompts: Sequence[Prompt]) -> Prompt | None:
 
 
 class Runner:
-    def __init__(self, client: WebUIClient, out: Path, settings: GenSettings, log: Any = None) -> None:
-        self.client, self.out, self.settings = client, out, settings
+    """Runs jobs on one WebUI, or shares them out over several (one thread each, e.g. one GPU each)."""
+
+    def __init__(
+        self, client: WebUIClient | Sequence[WebUIClient], out: Path, settings: GenSettings, log: Any = None
+    ) -> None:
+        self.clients = list(client) if isinstance(client, Sequence) else [client]
+        self.client, self.out, self.settings = self.clients[0], out, settings
+        self._lock = threading.Lock()  # manifest, counts and progress, when several WebUIs work
         self.manifest = Manifest.load(out)
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
         self._warned_no_dns = False
@@ -262,7 +272,7 @@ class Runner:
 
     def negative_for(self, job: Job, prompts: Sequence[Prompt]) -> tuple[str, dict[str, Any] | None]:
         m = job.method
-        if m in ("plain", "dnp"):
+        if m in ("plain", *DNP_METHODS):
             return "", None
         if m == "universal":
             return self.settings.universal_negative, None
@@ -302,29 +312,33 @@ class Runner:
             donor=donor,
         )
         dns: bytes | None = None
-        if job.method == "dnp":
+        if job.method in DNP_METHODS:
             rec.caption = caption_of(infotext, res.info)
             rec.negative_prompt = parse_negative(infotext) or rec.caption or ""
             if len(res.images) > first + 1:  # show_dns: the DNS image follows the generated one
                 dns = as_png(res.images[first + 1], texts[first + 1] if len(texts) > first + 1 else "")
-                rec.dns_file = job.relpath(DNS_DIR)
+                rec.dns_file = job.relpath(DNS_DIRS[job.method])
             elif not self._warned_no_dns:
                 self.log("warning: the WebUI returned no DNS image (show_dns); the contact sheet will lack it")
                 self._warned_no_dns = True
         image = as_png(res.images[first], infotext)
-        self.manifest.add(rec)
+        with self._lock:
+            self.manifest.add(rec)
         if dns is not None and rec.dns_file:
             _write_atomic(self.out / rec.dns_file, dns)
         _write_atomic(self.out / rec.file, image)
         return rec
 
-    def run_job(self, job: Job, prompts: Sequence[Prompt]) -> Record:
+    def run_job(self, job: Job, prompts: Sequence[Prompt], client: WebUIClient | None = None) -> Record:
         negative, donor = self.negative_for(job, prompts)
         payload = self.settings.payload(job.prompt.text, negative, job.seed)
-        if job.method == "dnp":
-            payload["alwayson_scripts"] = dnp_script_args(self.settings.captioner, self.settings.dns_scale)
+        if job.method in DNP_METHODS:
+            preview = self.settings.dns_preview if job.method == "dnp_preview" else None
+            payload["alwayson_scripts"] = dnp_script_args(
+                self.settings.captioner, self.settings.dns_scale, dns_preview=preview
+            )
         t0 = time.monotonic()
-        res = self.client.txt2img(payload)
+        res = (client or self.client).txt2img(payload)
         return self._save(job, negative, res, time.monotonic() - t0, donor)
 
     def run(
@@ -345,22 +359,61 @@ class Runner:
         prompts = [p for ps in sets for p in ps.prompts]
         bar = Progress(len(jobs), "generate") if progress else None
         counts = {"generated": 0, "skipped": 0, "failed": 0}
-        try:
-            for job in jobs:
-                if self.manifest.done(job):
+
+        def one(job: Job, client: WebUIClient) -> None:
+            if self.manifest.done(job):
+                with self._lock:
                     counts["skipped"] += 1
                     if bar:
                         bar.skip()
-                    continue
-                try:
-                    self.run_job(job, prompts)
-                    counts["generated"] += 1
-                except LookupError as e:  # random_caption without a donor: report, go on
-                    counts["failed"] += 1
-                    self.log(f"\nskipped {job.method} for prompt {job.prompt.index} seed {job.seed}: {e}")
+                return
+            try:
+                self.run_job(job, prompts, client)
+                outcome = "generated"
+            except LookupError as e:  # random_caption without a donor: report, go on
+                outcome = "failed"
+                self.log(f"\nskipped {job.method} for prompt {job.prompt.index} seed {job.seed}: {e}")
+            with self._lock:
+                counts[outcome] += 1
                 if bar:
                     bar.step()
+
+        try:
+            # random_caption borrows finished auto-DNP captions: it starts once every other job is done
+            for phase in (
+                [j for j in jobs if j.method != "random_caption"],
+                [j for j in jobs if j.method == "random_caption"],
+            ):
+                self._share_out(phase, one)
         finally:
             if bar:
                 bar.close()
         return counts
+
+    def _share_out(self, jobs: list[Job], one: Any) -> None:
+        """Run the jobs in order on one WebUI, or pulled from one queue by a thread per WebUI."""
+        if len(self.clients) == 1:
+            for job in jobs:
+                one(job, self.client)
+            return
+        pending = list(reversed(jobs))
+        errors: list[BaseException] = []
+
+        def worker(client: WebUIClient) -> None:
+            while not errors:
+                with self._lock:
+                    if not pending:
+                        return
+                    job = pending.pop()
+                try:
+                    one(job, client)
+                except BaseException as e:  # handed to the caller, which stops the other workers
+                    errors.append(e)
+
+        threads = [threading.Thread(target=worker, args=(c,), daemon=True) for c in self.clients]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]

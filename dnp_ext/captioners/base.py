@@ -132,6 +132,21 @@ class ModelCaptioner(Captioner):
                 gc.collect()
             empty_device_cache()
 
+    def residency(self) -> tuple[int | None, bool]:
+        """(bytes of the loaded weights, None when not loaded; whether they are on a GPU now)."""
+        with self._lock:
+            if self._loaded is None:
+                return None, False
+            module = self._module(self._loaded)
+            size = None
+            if module is not None and hasattr(module, "parameters"):
+                size = sum(int(t.numel()) * int(t.element_size()) for t in module.parameters())
+            return size, _device_type(self._loaded_on) not in ("cpu", "meta")
+
+    def _module(self, loaded: Any) -> Any:
+        """The torch module holding the weights (for residency); subclasses with another layout override it."""
+        return getattr(loaded, "model", loaded)
+
     # -- helpers ---------------------------------------------------------------------------------------
     def _ensure_loaded(self) -> Any:
         if self._loaded is None:

@@ -21,6 +21,7 @@ from . import guard
 from .errors import as_dnp_error
 
 SUGGEST_PATH = "/dnp/v1/suggest"
+CACHE_PATH = "/dnp/v1/cache"
 
 
 def credentials() -> dict[str, str]:
@@ -65,4 +66,11 @@ def mount(app: Any, host: Any) -> None:
             except Exception as e:
                 raise as_dnp_error(e) from e
 
+    def cache() -> dict[str, Any]:
+        """The DNS cache: entries, bytes, budget, hits, misses, and DNS passes sampled by this process."""
+        from .cache import stats
+
+        return stats()
+
     app.add_api_route(SUGGEST_PATH, suggest, methods=["POST"], dependencies=dependencies, tags=["dnp"])
+    app.add_api_route(CACHE_PATH, cache, methods=["GET"], dependencies=dependencies, tags=["dnp"])

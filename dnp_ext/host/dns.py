@@ -13,10 +13,12 @@ from typing import Any
 from modules import processing, sd_models
 from modules.shared import opts
 
-from ..args import DnpArgs, DnpArgsError
+from ..args import DnpArgs, DnpArgsError, preview_steps
 from ..guidance import dns_to_webui_cfg_scale
 from ..infotext import dns_image_params
 from ..negatives import dns_prompt_pair
+from .cache import COUNTERS
+from .preview import preview
 
 # Options that would make a DNS pass deviate from eq. 19 (they drop or reshape the eps_p branch).
 DNS_OVERRIDES: dict[str, Any] = {
@@ -114,11 +116,16 @@ def dns_processing(p: Any, indices: Sequence[int], args: DnpArgs) -> Any:
     return dns_p
 
 
-def run_dns(p: Any, dns_p: Any) -> tuple[list[Any], list[str]]:
-    """Run the DNS pass dns_p inside p's run: images and infotexts, p's token merging put back."""
+def run_dns(p: Any, dns_p: Any, args: DnpArgs) -> tuple[list[Any], list[str]]:
+    """Run the DNS pass dns_p inside p's run: images and infotexts, p's token merging put back.
+
+    With a DNS preview below 1 the run stops after that fraction of its steps (see preview.py).
+    """
+    k = preview_steps(args.dns_preview, dns_p.steps)
     try:
-        with temporary_options(DNS_OVERRIDES):
+        with temporary_options(DNS_OVERRIDES), preview(dns_p, k if k < dns_p.steps else None) as armed:
             processed = processing.process_images(dns_p)
+        COUNTERS["dns_evaluations"] += armed.evaluations
     finally:
         dns_p.close()
         # the nested run switches token merging off on its way out; the main run wants its own back

@@ -9,6 +9,7 @@ import gradio as gr
 from modules.call_queue import queue_lock
 from modules.shared import state as webui_state
 
+from ..args import check_preview
 from ..suggest import SuggestRequest
 from ..ui import DnpControls
 from . import current
@@ -48,7 +49,7 @@ def _note(text: str, error: bool = False) -> str:
 
 def suggest(*values: Any) -> tuple[Any, ...]:
     """Gradio handler: txt2img inputs + DNP settings -> box, gallery, state, note, Auto-DNP."""
-    keys = [*WEBUI_INPUTS, "captioner", "dns_scale", "dns_steps", "merge"]
+    keys = [*WEBUI_INPUTS, "captioner", "dns_scale", "dns_steps", "merge", "dns_preview"]
     v = dict(zip(keys, values))
     extra = bool(v.pop("seed_extra"))
     try:
@@ -69,6 +70,7 @@ def suggest(*values: Any) -> tuple[Any, ...]:
             dns_steps=int(v["dns_steps"]),
             captioner=v["captioner"],
             merge=v["merge"],
+            dns_preview=check_preview(v.get("dns_preview", 1.0)),
         )
         with queue_lock:  # never while another generation holds the GPU
             result = current().suggest(req)
@@ -137,6 +139,7 @@ def wire(controls: DnpControls, webui: dict[str, Any], tab: str = "txt2img") -> 
         controls.dns_scale,
         controls.dns_steps,
         controls.merge,
+        controls.dns_preview,
     ]
     outputs = [webui["negative_prompt"], review.gallery, review.state, review.note, controls.enabled]
     # After each handler that fills the negative prompt box, the WebUI's own token counter is refreshed the way

@@ -15,6 +15,7 @@ from ..captioners.base import Captioner, CaptionerError
 from ..captioners.download import DownloadStopped
 from ..infotext import generation_params
 from ..pipeline import DnpPlan, DnpResult, Stop, negatives_for
+from .cache import COUNTERS
 from .settings import CAPTIONER_SETTING, option
 
 if TYPE_CHECKING:
@@ -40,12 +41,13 @@ class RunAdapter:
         self._sd_model_freed = False
 
     def run_dns(self, indices: Sequence[int]) -> tuple[list[Any], list[str]]:
+        COUNTERS["dns_passes"] += 1
         return self.host.run_dns(self.p, indices, self.args)
 
     def caption(self, images: Sequence[Any]) -> list[str]:
         if self._captioner is None:
             self._captioner = self.host.captioner(self.args.captioner)
-            if self.host.offload_sd_model():
+            if self.host.offload_sd_model(self._captioner):
                 self.host.free_sd_model()
                 self._sd_model_freed = True
         try:
@@ -68,7 +70,7 @@ class RunAdapter:
 
     def release_captioner(self) -> None:
         try:
-            if self._captioner is not None:
+            if self._captioner is not None and not self.host.keep_captioner_resident(self._sd_model_freed):
                 self._captioner.release(str(option("dnp_captioner_after")))
         finally:
             if self._sd_model_freed:

@@ -14,6 +14,7 @@ from ..captioners.base import CaptionerError
 from ..guidance import cfg1_warnings
 from ..pipeline import DnpPlan, DnpResult, run_auto_dnp
 from . import current, review, xyz
+from .cache import RunMemo
 from .errors import as_dnp_error
 from .run import RunAdapter, apply_result, fail_run, torch_rng_kept
 
@@ -102,8 +103,9 @@ class DnpScript(scripts.Script):
         state.job_count = (2 * state.job_count if hires_doubles else state.job_count) + plan.jobs
         job_no = state.job_no
         try:
+            adapter, memo = RunAdapter(host, p, args), RunMemo(host, p, args)
             with torch_rng_kept():
-                result = run_auto_dnp(RunAdapter(host, p, args), args, p.all_negative_prompts, p.batch_size)
+                result = run_auto_dnp(adapter, args, p.all_negative_prompts, p.batch_size, memo)
         except Exception as e:
             fail_run(p, as_dnp_error(e))
             return

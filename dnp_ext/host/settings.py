@@ -8,13 +8,16 @@ from modules import script_callbacks, shared
 from modules.shared import opts
 
 from .. import TITLE
+from ..cache import DEFAULT_CACHE_MB
+from ..residency import OFFLOAD_MODES
 
 SECTION = ("dnp", TITLE)
 DEFAULT_OPTIONS: dict[str, Any] = {
     "dnp_blip2_model": "Salesforce/blip2-opt-2.7b",
     "dnp_blip_model": "Salesforce/blip-image-captioning-large",
     "dnp_captioner_after": "offload",
-    "dnp_offload_sd_model": True,
+    "dnp_offload_sd_model": "auto",
+    "dnp_cache_mb": DEFAULT_CACHE_MB,
 }
 CAPTIONER_SETTING = {"blip2": "dnp_blip2_model", "blip": "dnp_blip_model"}
 
@@ -51,9 +54,26 @@ def register_settings() -> None:
         )
         opts.add_option(
             "dnp_offload_sd_model",
-            info(True, "Move the SD model off the GPU while the captioner runs", section=SECTION).info(
-                "so that the captioner and the UNet are never on a small GPU together"
+            info(
+                "auto",
+                "Move the SD model off the GPU while the captioner runs",
+                gr.Radio,
+                {"choices": list(OFFLOAD_MODES)},
+                section=SECTION,
+            ).info(
+                "auto: only when free VRAM is short of the captioner's need, and the captioner stays on the GPU "
+                "between runs while it fits; always; never"
             ),
+        )
+        opts.add_option(
+            "dnp_cache_mb",
+            info(
+                DEFAULT_CACHE_MB,
+                "DNS cache size (MB; 0: off)",
+                gr.Number,
+                {"precision": 0, "minimum": 0},
+                section=SECTION,
+            ).info("keeps DNS images and captions: the same settings and seed again skip the DNS pass, same result"),
         )
 
         add_download_button()

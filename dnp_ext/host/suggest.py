@@ -10,6 +10,7 @@ from modules.shared import state
 from ..guidance import cfg1_warnings, dns_to_webui_cfg_scale
 from ..pipeline import DnpPlan, run_auto_dnp
 from ..suggest import SuggestRequest, SuggestResult
+from .cache import RunMemo
 from .run import RunAdapter
 
 if TYPE_CHECKING:
@@ -53,7 +54,8 @@ def suggest(host: WebUIHost, req: SuggestRequest) -> SuggestResult:
     state.begin(job="dnp_suggest")
     state.job_count = DnpPlan.make(n, p.batch_size, True).jobs
     try:
-        result = run_auto_dnp(RunAdapter(host, p, args), args, p.all_negative_prompts, p.batch_size)
+        memo = RunMemo(host, p, args)
+        result = run_auto_dnp(RunAdapter(host, p, args), args, p.all_negative_prompts, p.batch_size, memo)
     finally:
         state.end()
         p.close()

@@ -13,11 +13,12 @@ from typing import Any
 from modules import devices, script_callbacks, sd_models, shared
 from modules.shared import state
 
-from .. import TITLE
+from .. import TITLE, residency
 from ..args import CAPTIONERS, DnpArgs, DnpArgsError
 from ..captioners import make_captioner
-from ..captioners.base import Captioner, CaptionerError
+from ..captioners.base import Captioner, CaptionerError, ModelCaptioner
 from ..pipeline import Stop
+from ..residency import offload_mode
 from ..suggest import SuggestRequest, SuggestResult
 from . import dns, download, unpickle, xyz
 from . import suggest as suggest_mod
@@ -85,9 +86,43 @@ class WebUIHost:
             )
         return make_captioner(name, source, self.captioner_device())
 
-    def offload_sd_model(self) -> bool:
+    def _on_cuda(self) -> bool:
         device = self.captioner_device()
-        return bool(option("dnp_offload_sd_model")) and getattr(device, "type", str(device)) == "cuda"
+        return getattr(device, "type", str(device)) == "cuda"
+
+    def free_vram(self) -> int | None:
+        """Bytes the captioner could take on its GPU: the driver's free memory plus torch's unused cache."""
+        try:
+            import torch
+
+            device = self.captioner_device()
+            free, _ = torch.cuda.mem_get_info(device)
+            return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+        except Exception:  # no CUDA, or a driver that cannot tell: unknown
+            return None
+
+    def offload_sd_model(self, captioner: Captioner | None = None) -> bool:
+        """Whether to move the SD model off the GPU before this captioner runs (see dnp_ext/residency.py)."""
+        mode, cuda = offload_mode(option("dnp_offload_sd_model")), self._on_cuda()
+        if mode != "auto" or not cuda:
+            return residency.should_offload_sd_model(mode, cuda, None, None)
+        loaded, on_gpu = captioner.residency() if isinstance(captioner, ModelCaptioner) else (None, False)
+        source = str(option(CAPTIONER_SETTING.get(getattr(captioner, "name", ""), "")) or "")
+        need = residency.captioner_need(
+            getattr(captioner, "name", ""),
+            loaded,
+            residency.folder_weight_bytes(source.strip()),
+            on_gpu,
+            half=not getattr(shared.cmd_opts, "no_half", False),
+        )
+        return residency.should_offload_sd_model(mode, cuda, self.free_vram(), need)
+
+    def keep_captioner_resident(self, sd_model_offloaded: bool) -> bool:
+        """After captioning: leave the captioner on the GPU for the next run (auto, offload policy, room left)."""
+        mode = offload_mode(option("dnp_offload_sd_model"))
+        if option("dnp_captioner_after") != "offload" or mode != "auto" or not self._on_cuda():
+            return False
+        return residency.keep_captioner_resident(mode, True, sd_model_offloaded, self.free_vram())
 
     def free_sd_model(self) -> None:
         sd_models.send_model_to_cpu(shared.sd_model)
@@ -107,7 +142,7 @@ class WebUIHost:
         return dns.dns_processing(p, indices, args)
 
     def run_dns(self, p: Any, indices: Sequence[int], args: DnpArgs) -> tuple[list[Any], list[str]]:
-        return dns.run_dns(p, self.dns_processing(p, indices, args))
+        return dns.run_dns(p, self.dns_processing(p, indices, args), args)
 
     def check_sampler(self, sampler_name: str, scheduler: str) -> None:
         dns.check_sampler(sampler_name, scheduler)

@@ -15,6 +15,9 @@ class WebUIBlipCaptioner(ModelCaptioner):
 
     name = "webui-blip"
 
+    def _module(self, loaded: Any) -> Any:
+        return loaded.blip_model
+
     def _load(self) -> Any:
         interrogator = shared.interrogator
         try:

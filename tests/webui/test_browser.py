@@ -124,6 +124,7 @@ def test_accordion_and_checkbox_render(ui: Txt2Img) -> None:
         "merge",
         "dns_scale",
         "dns_steps",
+        "dns_preview",
         "suggest",
         "suggest_generate",
     ):
@@ -312,6 +313,7 @@ def test_paste_restores_settings_with_auto_dnp_off(ui: Txt2Img, webui: WebUI) ->
         "dns_steps": 6,
         "merge": "prepend",
         "per_image": False,
+        "dns_preview": 0.5,
     }
     response = webui.txt2img(
         prompt="a photo of a dog",
@@ -335,6 +337,7 @@ def test_paste_restores_settings_with_auto_dnp_off(ui: Txt2Img, webui: WebUI) ->
     expect(ui.q(f"#{DNP}_merge").get_by_label("prepend")).to_be_checked()
     assert float(ui.q(f"#{DNP}_dns_scale input[type=number]").input_value()) == 3.0
     assert int(ui.q(f"#{DNP}_dns_steps input[type=number]").input_value()) == 6
+    assert float(ui.q(f"#{DNP}_dns_preview input[type=number]").input_value()) == 0.5
 
 
 def test_token_counter_follows_the_suggestion(ui: Txt2Img) -> None:

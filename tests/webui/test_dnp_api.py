@@ -683,7 +683,8 @@ def in_dns_phase(sample: dict[str, Any]) -> bool:
     return "DNP: diffusion-negative sampling" in (sample.get("textinfo") or "")
 
 
-def test_interrupt_during_dns(dnp_webui: WebUI) -> None:
+def test_interrupt_during_dns(dnp_webui: WebUI, restore_options: Callable[..., None]) -> None:
+    restore_options(dnp_cache_mb=0)  # a DNS pass must really run (these settings may be cached already)
     before = options_snapshot(dnp_webui)
     body = {
         "prompt": PROMPT,
@@ -720,7 +721,8 @@ PROGRESS_STEPS = {"a1111": (30, 150), "forge": (10, 40)}
 
 
 @pytest.mark.parametrize("with_hires", [False, True], ids=["plain", "hires"])
-def test_progress_counts_dnp_jobs(dnp_webui: WebUI, with_hires: bool) -> None:
+def test_progress_counts_dnp_jobs(dnp_webui: WebUI, with_hires: bool, restore_options: Callable[..., None]) -> None:
+    restore_options(dnp_cache_mb=0)  # the hires run's DNS pass is the plain run's: it must not be a cache hit
     steps, dns_steps = PROGRESS_STEPS[dnp_webui.host]
     body = {
         "prompt": PROMPT,
