@@ -156,6 +156,8 @@ def key_for(host: WebUIHost, p: Any, indices: Sequence[int], args: DnpArgs) -> s
             "subseed_strength": number(p.subseed_strength),
             "seed_resize_from": [int(p.seed_resize_from_w), int(p.seed_resize_from_h)],
             "eta": number(p.eta),
+            # Forge: the distilled guidance of Flux-class models is a model input the DNS pass keeps (dns.py)
+            "distilled_cfg_scale": number(getattr(p, "distilled_cfg_scale", None)),
             "s": sampler_noise(p),
         }
         # the variation seed makes no noise at strength 0 (nor infotext): a random one must not make a miss
