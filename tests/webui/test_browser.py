@@ -80,6 +80,9 @@ def ui(browser: Any, webui: WebUI) -> Iterator[Txt2Img]:
         yield Txt2Img(page, webui.base_url).open()
     finally:
         page.close()
+        # a test that failed mid-way may leave a generation running (at the UI's default size, minutes on CPU):
+        # stop it so that it cannot hold the queue for the tests after it (the next job resets the flag)
+        webui.request("POST", "/sdapi/v1/interrupt")
         print("browser console:\n" + "\n".join(console) + "\npage errors:\n" + "\n".join(errors))
     errors = [e for e in errors if e not in WEBUI_PAGE_ERRORS]
     assert not errors, f"uncaught JavaScript errors on the page: {errors}"

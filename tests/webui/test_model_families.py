@@ -9,7 +9,6 @@ The references are plain runs a user could type, as in test_dnp_api.py.
 
 from __future__ import annotations
 
-import os
 import shutil
 import struct
 from collections.abc import Callable, Iterator
@@ -36,10 +35,8 @@ from .test_dnp_api import (
 )
 from .tiny_lora import read_safetensors_header
 
-# Forge's SDXL checkpoint keeps both text encoders at full size (1.35 B parameters in all), so a 64x64 step takes
-# seconds there on 2 cores: its default run keeps the three checks (eq. 19, own n* per image, DNP off
-# identical); DNP_TEST_FAMILIES_FULL=1 runs the others on Forge too.
-FULL_ENV = "DNP_TEST_FAMILIES_FULL"
+# On Forge this module runs only with DNP_TEST_FAMILIES_FULL=1 (see conftest.FORGE_FAMILIES_ENV): its SDXL
+# checkpoint keeps both text encoders at full size (1.35 B parameters in all).
 
 REFINER = "tiny-refiner"
 # The refiner's UNet differs from the main one in its output conv only (negated): it changes every image.
@@ -75,11 +72,6 @@ def servers(
 
 def both(*families: str) -> pytest.MarkDecorator:
     return pytest.mark.parametrize("family", families, indirect=True)
-
-
-def full_run_only(webui: WebUI) -> None:
-    if webui.host == "forge" and os.environ.get(FULL_ENV, "") in ("", "0"):
-        pytest.skip(f"slow with Forge's full-size SDXL text encoders: {FULL_ENV}=1 runs it")
 
 
 @both("sdxl", "sd2-v")
@@ -138,13 +130,11 @@ def test_batch_negatives_across_a_chunk_boundary(
     servers: tuple[WebUI, WebUI],
     chunk_counter: Callable[[list[str]], list[int]],  # noqa: F811
 ) -> None:
-    full_run_only(servers[0])
     check_chunk_boundary(servers[0], chunk_counter, {"prompt": PROMPT, "batch_size": 4, "seed": 100})
 
 
 @both("sdxl")
 def test_hires_fix(servers: tuple[WebUI, WebUI]) -> None:
-    full_run_only(servers[0])
     dnp, _ = servers
     payload = {"prompt": PROMPT, "negative_prompt": "blurry", "seed": 55, "hr_negative_prompt": "lowres", **hires(dnp)}
     run = run_dnp(dnp, {"enabled": True, "show_dns": True}, 1, **payload)
@@ -178,7 +168,6 @@ def derive_refiner(checkpoint: Path, dest_dir: Path) -> Path:
 
 @both("sdxl")
 def test_refiner_is_kept_by_the_main_run_and_never_used_by_dns(servers: tuple[WebUI, WebUI]) -> None:
-    full_run_only(servers[0])
     dnp, _ = servers
     derive_refiner(dnp.models.checkpoint, dnp.data_dir / "models" / "Stable-diffusion")
     dnp.post("/sdapi/v1/refresh-checkpoints")
@@ -200,7 +189,6 @@ def test_refiner_is_kept_by_the_main_run_and_never_used_by_dns(servers: tuple[We
 
 @both("sdxl")
 def test_suggest(servers: tuple[WebUI, WebUI]) -> None:
-    full_run_only(servers[0])
     dnp, _ = servers
     small = {"width": 64, "height": 64, "steps": 4, "sampler_name": "Euler", "cfg_scale": 7.0}
     body = {"prompt": PROMPT, "negative_prompt": "blurry", "seed": 21, "batch_size": 2, "dns_scale": 3.0}
