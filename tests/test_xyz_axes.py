@@ -44,6 +44,7 @@ def test_axes_registered_once_and_applied_per_cell(web, monkeypatch):  # noqa: F
         "[DNP] DNS steps",
         "[DNP] Captioner",
         "[DNP] Merge",
+        "[DNP] DNS preview",
     ]
     axes = {o.label: o for o in plot.axis_options}
     assert axes["[DNP] Captioner"].choices() == ["blip2", "blip"] and axes["[DNP] Auto-DNP"].choices() == ["off", "on"]
@@ -55,9 +56,10 @@ def test_axes_registered_once_and_applied_per_cell(web, monkeypatch):  # noqa: F
     axes["[DNP] Auto-DNP"].apply(cell, "on", ["off", "on"])
     other = copy.copy(p)
     axes["[DNP] DNS scale"].apply(other, 10.0, [3.0, 10.0])
+    axes["[DNP] DNS preview"].apply(other, 0.5, [0.5, 1.0])
     ui = DnpArgs(enabled=False, dns_scale=7.5, merge="replace")
     assert xyz.with_axis_values(cell, ui) == DnpArgs(enabled=True, dns_scale=3.0, merge="replace")
-    assert xyz.with_axis_values(other, ui) == DnpArgs(enabled=False, dns_scale=10.0, merge="replace")
+    assert xyz.with_axis_values(other, ui) == DnpArgs(enabled=False, dns_scale=10.0, merge="replace", dns_preview=0.5)
     assert xyz.with_axis_values(p, ui) is ui
 
     # bad values stop the plot before it starts, naming the axis and the key
@@ -66,8 +68,11 @@ def test_axes_registered_once_and_applied_per_cell(web, monkeypatch):  # noqa: F
         ("[DNP] Merge", ["mix"], "merge"),
         ("[DNP] Auto-DNP", ["maybe"], "enabled"),
         ("[DNP] DNS steps", [-1], "dns_steps"),
+        ("[DNP] DNS preview", [0.5, 0.0], "dns_preview"),
+        ("[DNP] DNS preview", [1.5], "dns_preview"),
     ]
     for label, values, key in bad:
         with pytest.raises(RuntimeError, match=rf"\[DNP\].*'{key}'"):
             axes[label].confirm(p, values)
     axes["[DNP] DNS scale"].confirm(p, [0.0, 3.0, 50.0])
+    axes["[DNP] DNS preview"].confirm(p, [0.25, 0.5, 1.0])

@@ -71,6 +71,7 @@ def axes(xyz: Any, captioners: Sequence[str]) -> list[Any]:
         option("DNS steps", "dns_steps", int, same),
         option("Captioner", "captioner", str, same, choices=choices(captioners)),
         option("Merge", "merge", str, same, choices=choices(MERGE_MODES)),
+        option("DNS preview", "dns_preview", float, same),
     ]
 
 

@@ -12,7 +12,7 @@ from .conftest import WebUI
 from .test_dnp_api import PROMPT, SCRIPT_KEY, Infotext, assert_same, run_dnp, script_args
 
 XYZ = "x/y/z plot"
-AXES = ("[DNP] Auto-DNP", "[DNP] DNS scale", "[DNP] DNS steps", "[DNP] Captioner", "[DNP] Merge")
+AXES = ("[DNP] Auto-DNP", "[DNP] DNS scale", "[DNP] DNS steps", "[DNP] Captioner", "[DNP] Merge", "[DNP] DNS preview")
 
 
 @pytest.fixture(scope="module")
