@@ -48,6 +48,7 @@ import pytest
 from PIL import Image
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DNP_SCRIPT_KEY = "diffusion-negative prompting"  # the alwayson_scripts key: the script's title, lower-cased
 HERE = Path(__file__).resolve().parent
 EXTENSION_DIRNAME = "sd-webui-dnp"
 START_TIMEOUT_S = float(os.environ.get("SD_WEBUI_START_TIMEOUT", "240"))
@@ -795,3 +796,28 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     # Fixtures normally stop servers; this catches anything left by an interrupted run.
     for server in list(_RUNNING):
         _stop(server)
+
+
+@pytest.fixture(scope="module")
+def dnp_webui(webui: WebUI) -> WebUI:
+    """The extension's server with its captioner settings pointing at the tiny captioners."""
+    if DNP_SCRIPT_KEY not in webui.get("/sdapi/v1/scripts")["txt2img"]:
+        pytest.fail(f"the WebUI did not register {DNP_SCRIPT_KEY!r}", pytrace=False)
+    webui.use_tiny_captioners()
+    return webui
+
+
+@pytest.fixture
+def restore_options(dnp_webui: WebUI) -> Iterator[Callable[..., None]]:
+    """set(**options): set options on the DNP server, restored after the test (also when it fails)."""
+    saved: dict[str, Any] = {}
+
+    def set_options(**options: Any) -> None:
+        current = dnp_webui.get_options()
+        for key in options:
+            saved.setdefault(key, current[key])
+        dnp_webui.set_options(**options)
+
+    yield set_options
+    if saved:
+        dnp_webui.set_options(**saved)

@@ -14,7 +14,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -245,15 +245,6 @@ def options_snapshot(webui: WebUI, keys: tuple[str, ...] = DNS_OVERRIDDEN_OPTION
 
 
 @pytest.fixture(scope="module")
-def dnp_webui(webui: WebUI) -> WebUI:
-    """The extension's server with its captioner settings pointing at the tiny captioners."""
-    if SCRIPT_KEY not in webui.get("/sdapi/v1/scripts")["txt2img"]:
-        pytest.fail(f"the WebUI did not register {SCRIPT_KEY!r}", pytrace=False)
-    webui.use_tiny_captioners()
-    return webui
-
-
-@pytest.fixture(scope="module")
 def chunk_counter(
     webui_install: Install, tiny_models: TinyModels, tmp_path_factory: pytest.TempPathFactory
 ) -> Callable[[list[str]], list[int]]:
@@ -279,20 +270,6 @@ def chunk_counter(
     return count
 
 
-@pytest.fixture
-def restore_options(dnp_webui: WebUI) -> Iterator[Callable[..., None]]:
-    """set(**options): set options on the DNP server, restored after the test (also when it fails)."""
-    saved: dict[str, Any] = {}
-
-    def set_options(**options: Any) -> None:
-        current = dnp_webui.get_options()
-        for key in options:
-            saved.setdefault(key, current[key])
-        dnp_webui.set_options(**options)
-
-    yield set_options
-    if saved:
-        dnp_webui.set_options(**saved)
 
 
 # ------------------------------------------------------------------------------------------ 1. contract

@@ -7,37 +7,14 @@ from __future__ import annotations
 
 import re
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from .conftest import Install, TinyModels, WebUI, _run_builder, _server_env
-from .test_dnp_api import PROMPT, SCRIPT_KEY, STEPS, TITLE, run_dnp, script_args
-
-
-@pytest.fixture(scope="module")
-def dnp_webui(webui: WebUI) -> WebUI:
-    if SCRIPT_KEY not in webui.get("/sdapi/v1/scripts")["txt2img"]:
-        pytest.fail(f"the WebUI did not register {SCRIPT_KEY!r}", pytrace=False)
-    webui.use_tiny_captioners()
-    return webui
-
-
-@pytest.fixture
-def restore_options(dnp_webui: WebUI) -> Iterator[Callable[..., None]]:
-    saved: dict[str, Any] = {}
-
-    def set_options(**options: Any) -> None:
-        current = dnp_webui.get_options()
-        for key in options:
-            saved.setdefault(key, current[key])
-        dnp_webui.set_options(**options)
-
-    yield set_options
-    if saved:
-        dnp_webui.set_options(**saved)
+from .test_dnp_api import PROMPT, STEPS, TITLE, run_dnp, script_args
 
 
 def dnp_body(seed: int, **args: Any) -> dict[str, Any]:

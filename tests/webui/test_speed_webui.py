@@ -9,14 +9,7 @@ import numpy as np
 import pytest
 
 from .conftest import WebUI
-from .test_dnp_api import (  # noqa: F401 - dnp_webui and restore_options are fixtures
-    PROMPT,
-    check_images,
-    dnp_webui,
-    restore_options,
-    script_args,
-    split_response,
-)
+from .test_dnp_api import PROMPT, check_images, script_args, split_response
 
 CACHE = "/dnp/v1/cache"
 BODY = {"prompt": PROMPT, "width": 64, "height": 64, "steps": 6, "sampler_name": "Euler", "batch_size": 2}
@@ -43,7 +36,7 @@ def pixels_equal(a: list[Any], b: list[Any]) -> bool:
 
 
 @pytest.fixture
-def cache_on(dnp_webui: WebUI, restore_options: Callable[..., None]) -> WebUI:  # noqa: F811
+def cache_on(dnp_webui: WebUI, restore_options: Callable[..., None]) -> WebUI:
     restore_options(dnp_cache_mb=256)
     return dnp_webui
 
@@ -86,7 +79,7 @@ def test_suggest_then_generate_costs_one_dns_pass(cache_on: WebUI) -> None:
     assert pixels_equal(webui.images(gen)[2:], webui.images(s))
 
 
-def test_cache_off_samples_every_time(dnp_webui: WebUI, restore_options: Callable[..., None]) -> None:  # noqa: F811
+def test_cache_off_samples_every_time(dnp_webui: WebUI, restore_options: Callable[..., None]) -> None:
     restore_options(dnp_cache_mb=0)
     n = passes(dnp_webui)
     a = auto(dnp_webui, 84001)
@@ -98,7 +91,7 @@ def evaluations(webui: WebUI) -> int:
     return int(webui.get(CACHE)["dns_evaluations"])
 
 
-def test_preview_one_is_todays_dns(dnp_webui: WebUI, restore_options: Callable[..., None]) -> None:  # noqa: F811
+def test_preview_one_is_todays_dns(dnp_webui: WebUI, restore_options: Callable[..., None]) -> None:
     restore_options(dnp_cache_mb=0)
     n = evaluations(dnp_webui)
     full = auto(dnp_webui, 85001, dns_preview=1.0)
@@ -115,8 +108,8 @@ def webui_text(webui: WebUI, response: dict[str, Any]) -> str:
 
 @pytest.mark.parametrize(("sampler", "expected"), [("Euler", 3), ("Heun", 5)])
 def test_preview_runs_fewer_evaluations_deterministically(
-    dnp_webui: WebUI,  # noqa: F811
-    restore_options: Callable[..., None],  # noqa: F811
+    dnp_webui: WebUI,
+    restore_options: Callable[..., None],
     sampler: str,
     expected: int,
 ) -> None:

@@ -4,23 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from PIL import Image
 
 from .browser import SCREENSHOT_DIR, screenshots_wanted
 from .conftest import WebUI
-from .test_dnp_api import PROMPT, SCRIPT_KEY, Infotext, assert_same, run_dnp, script_args
+from .test_dnp_api import PROMPT, Infotext, assert_same, run_dnp, script_args
 
 XYZ = "x/y/z plot"
 AXES = ("[DNP] Auto-DNP", "[DNP] DNS scale", "[DNP] DNS steps", "[DNP] Captioner", "[DNP] Merge", "[DNP] DNS preview")
-
-
-@pytest.fixture(scope="module")
-def dnp_webui(webui: WebUI) -> WebUI:
-    if SCRIPT_KEY not in webui.get("/sdapi/v1/scripts")["txt2img"]:
-        pytest.fail(f"the WebUI did not register {SCRIPT_KEY!r}", pytrace=False)
-    webui.use_tiny_captioners()
-    return webui
 
 
 def axis_labels(webui: WebUI) -> list[str]:
