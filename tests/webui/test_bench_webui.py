@@ -59,11 +59,11 @@ def test_bench_end_to_end(
     calls = {"n": 0}
     real_run_job = Runner.run_job
 
-    def interrupting(self: Runner, job, prompts):  # type: ignore[no-untyped-def]
+    def interrupting(self: Runner, job, prompts, client=None):  # type: ignore[no-untyped-def]
         calls["n"] += 1
         if calls["n"] == 8:
             raise KeyboardInterrupt
-        return real_run_job(self, job, prompts)
+        return real_run_job(self, job, prompts, client)
 
     monkeypatch.setattr(Runner, "run_job", interrupting)
     assert cli.main(argv) == 130

@@ -297,7 +297,10 @@ def test_settings_section(ui: Txt2Img, webui: WebUI) -> None:
         after = ui.q("#setting_dnp_captioner_after")
         assert after.get_by_label("offload").is_checked() == (current["dnp_captioner_after"] == "offload")
         assert after.get_by_label("unload").count() == 1
-        assert ui.q("#setting_dnp_offload_sd_model input[type=checkbox]").is_visible()
+        offload = ui.q("#setting_dnp_offload_sd_model")
+        for mode in ("auto", "always", "never"):
+            assert offload.get_by_label(mode).is_checked() == (current["dnp_offload_sd_model"] == mode), mode
+        assert float(ui.q("#setting_dnp_cache_mb input[type=number]").input_value()) == current["dnp_cache_mb"]
         ui.screenshot("settings", "#settings_submit", "#settings_dnp")
     finally:
         if screenshots_wanted():

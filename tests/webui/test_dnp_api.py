@@ -28,7 +28,7 @@ from .tiny_lora import build_tiny_lora
 
 TITLE = "Diffusion-Negative Prompting"
 SCRIPT_KEY = "diffusion-negative prompting"
-ARG_NAMES = ("enabled", "captioner", "dns_scale", "dns_steps", "merge", "per_image", "show_dns")
+ARG_NAMES = ("enabled", "captioner", "dns_scale", "dns_steps", "merge", "per_image", "show_dns", "dns_preview")
 DEFAULT_ARGS = {
     "enabled": False,
     "captioner": "blip2",
@@ -37,6 +37,7 @@ DEFAULT_ARGS = {
     "merge": "append",
     "per_image": True,
     "show_dns": False,
+    "dns_preview": 1.0,
 }
 STEPS = 4  # WebUI.txt2img's default
 PROMPT = "a photo of a cat"
