@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..client import as_png
-from .client import Txt2ImgResult, WebUIClient, dnp_script_args
+from .client import Txt2ImgResult, WebUIClient, dnp_script_args, txt2img_body
 from .progress import Progress
 from .prompts import Prompt, PromptSet
 
@@ -51,24 +51,17 @@ class GenSettings:
     user_negative: str | None = None
 
     def payload(self, prompt: str, negative: str, seed: int) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "prompt": prompt,
-            "negative_prompt": negative,
-            "seed": seed,
-            "steps": self.steps,
-            "width": self.width,
-            "height": self.height,
-            "cfg_scale": self.cfg_scale,
-            "batch_size": 1,
-            "n_iter": 1,
-            "save_images": False,
-            "send_images": True,
-        }
-        if self.sampler:
-            body["sampler_name"] = self.sampler
-        if self.scheduler:
-            body["scheduler"] = self.scheduler
-        return body
+        return txt2img_body(
+            prompt,
+            negative,
+            seed,
+            steps=self.steps,
+            width=self.width,
+            height=self.height,
+            cfg_scale=self.cfg_scale,
+            sampler=self.sampler,
+            scheduler=self.scheduler,
+        )
 
 
 @dataclass

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from .client import SCRIPT_KEY, ClientError, Txt2ImgResult, WebUIClient, WebUIError
+from .client import SCRIPT_KEY, ClientError, Txt2ImgResult, WebUIClient, WebUIError, txt2img_body
 
 VARIANTS = ("plain", "dnp", "dnp_half_steps", "dnp_preview", "dnp_cache_hit")
 LABELS = {
@@ -58,23 +58,18 @@ class SpeedSettings:
     preview: float = 0.5
 
     def payload(self, variant: str, seed: int) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "prompt": self.prompt,
-            "negative_prompt": "",
-            "seed": seed,
-            "steps": self.steps,
-            "width": self.width,
-            "height": self.height,
-            "cfg_scale": self.cfg_scale,
-            "batch_size": self.batch_size,
-            "n_iter": 1,
-            "save_images": False,
-            "send_images": True,
-        }
-        if self.sampler:
-            body["sampler_name"] = self.sampler
-        if self.scheduler:
-            body["scheduler"] = self.scheduler
+        body = txt2img_body(
+            self.prompt,
+            "",
+            seed,
+            steps=self.steps,
+            width=self.width,
+            height=self.height,
+            cfg_scale=self.cfg_scale,
+            batch_size=self.batch_size,
+            sampler=self.sampler,
+            scheduler=self.scheduler,
+        )
         if variant != "plain":
             args: dict[str, Any] = {"enabled": True, "captioner": self.captioner, "dns_scale": self.dns_scale}
             if variant == "dnp_half_steps":
