@@ -19,6 +19,16 @@ if [[ -z $HOST || -z $DIR || ! $HOST =~ ^(a1111|forge)$ ]]; then
     exit 2
 fi
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# A1111 pins gradio 3.41.2, which answers 403 to every file= URL whose real path has a part starting with
+# "." (its dotfile guard): in such a DIR the UI's own scripts never load and the page is broken.
+if [[ $HOST == a1111 ]]; then
+    real=$(realpath -m "$DIR")
+    if [[ /$real/ == */.* ]]; then
+        echo "setup.sh: $real has a folder whose name starts with '.': A1111's gradio 3.41.2 refuses to serve" \
+            "files from such a path (403), so its UI would not load. Choose a DIR without one." >&2
+        exit 2
+    fi
+fi
 PY=${PYTHON:-python3}
 TORCH_PINS=(torch==2.14.1 torchvision==0.29.1)
 CACHE=${DNP_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/sd-webui-dnp}

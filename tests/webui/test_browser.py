@@ -51,6 +51,13 @@ def browser(webui: WebUI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     """One headless Chromium with a fresh profile for this module; every test opens its own page."""
     from playwright.sync_api import sync_playwright
 
+    if webui.host == "a1111" and any(part.startswith(".") for part in webui.webui_dir.resolve().parts):
+        # gradio 3.41.2's dotfile guard: every file= URL under such a path is a 403, the UI's scripts too
+        pytest.fail(
+            f"the A1111 folder {webui.webui_dir.resolve()} has a part starting with '.': its gradio refuses "
+            "to serve the UI's scripts from there (403). Build it elsewhere (tests/webui/setup.sh says so).",
+            pytrace=False,
+        )
     webui.use_tiny_captioners()
     with sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(
