@@ -29,7 +29,10 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 VIEWPORT = {"width": 1400, "height": 1000}
-UI_TIMEOUT_MS = 60_000  # first page load and each generation (tiny models on a shared 2-core CPU)
+UI_TIMEOUT_MS = 60_000  # first page load and UI updates
+# a round trip that samples (Generate, Suggest): with Forge loading its full-size CLIP and VAE on the first
+# run and other suites sharing the 2 cores, one took over a minute in CI
+RUN_TIMEOUT_MS = 240_000
 SCREENSHOT_DIR = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
 DNP = "dnp_txt2img"  # the accordion's elem_id prefix (dnp_ext.host.script)
@@ -159,7 +162,7 @@ class Txt2Img:
                 return t && t.value && t.value !== before && g && g.offsetParent !== null;
             }""",
             arg=before,
-            timeout=UI_TIMEOUT_MS,
+            timeout=RUN_TIMEOUT_MS,
         )
         return self.generation_info()
 
@@ -179,7 +182,7 @@ class Txt2Img:
                 return n && n.innerText.trim() && n.innerText !== before;
             }""",
             arg=[NOTE, before],
-            timeout=UI_TIMEOUT_MS,
+            timeout=RUN_TIMEOUT_MS,
         )
 
     def select_gallery_image(self, index: int) -> None:

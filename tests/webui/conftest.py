@@ -87,9 +87,10 @@ SKIP_REASON = (
 )
 
 
-# Forge builds SDXL's text encoders at full size: each tiny-SDXL Forge server takes ~7.5 GB of RAM and a 64x64
-# step takes seconds on 2 cores, so on Forge the model-family tests run on request only (SD2 is not a Forge
-# fixture). They are deselected, not skipped, and the report header says so.
+# Forge builds SDXL's text encoders at full size: each tiny-SDXL Forge server takes ~7.5 GB of RAM, too much
+# beside the main suite's servers, so on Forge the model-family tests run in a pytest run of their own
+# (.ci/run does that after the first host's suite; SD2 is not a Forge fixture). Without DNP_TEST_FAMILIES_FULL=1
+# they are deselected, not skipped, and the report header says so.
 FAMILIES_MODULE = "test_model_families.py"
 FORGE_FAMILIES_ENV = "DNP_TEST_FAMILIES_FULL"
 
@@ -101,7 +102,7 @@ def _forge_families_on() -> bool:
 def pytest_report_header(config: pytest.Config) -> str | None:
     webui_dir = _webui_dir()
     if webui_dir is not None and detect_host(webui_dir) == "forge" and not _forge_families_on():
-        return f"Forge: {FAMILIES_MODULE} (SDXL, ~15 GB RAM) deselected; {FORGE_FAMILIES_ENV}=1 runs it"
+        return f"Forge: {FAMILIES_MODULE} (SDXL, ~7.5 GB RAM) deselected; {FORGE_FAMILIES_ENV}=1 runs it"
     return None
 
 

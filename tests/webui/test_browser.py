@@ -17,6 +17,7 @@ from .browser import (
     CHROMIUM_ARGS,
     DNP,
     INFOTEXT,
+    RUN_TIMEOUT_MS,
     UI_TIMEOUT_MS,
     VIEWPORT,
     Txt2Img,
@@ -187,6 +188,28 @@ def test_auto_dnp_shows_results_and_dns_images(ui: Txt2Img) -> None:
         timeout=UI_TIMEOUT_MS,
     )
     ui.screenshot("auto-dnp", "#txt2img_prompt_container", f"#{DNP}_suggest", "#txt2img_results")
+
+
+def test_cfg_1_says_under_the_gallery_that_the_negative_has_no_effect(ui: Txt2Img) -> None:
+    """At CFG 1 a negative prompt does nothing (Forge skips the uncond branch): Auto-DNP still makes and records
+    n*, and the note under the gallery (the WebUI's comments) says so; the infotext stays as it is."""
+    ui.set_basics(seed=111)
+    ui.set_number("txt2img_cfg_scale", 1)
+    ui.open_dnp()
+    ui.checkbox("enabled").check()
+    ui.prompt.fill("a red car on a road")
+    info = ui.generate()
+    assert info["cfg_scale"] == 1, info
+    shown = ui.infotext()
+    assert all(key in shown for key in DNP_KEYS) and "Negative prompt: " in shown, "n* was not recorded"
+    assert "has no effect" not in shown and all("has no effect" not in t for t in info["infotexts"])
+    ui.page.wait_for_function(
+        "(sel) => (gradioApp().querySelector(sel)?.innerText || '').includes('CFG scale is 1')",
+        arg="#html_log_txt2img",
+        timeout=UI_TIMEOUT_MS,
+    )
+    note = ui.q("#html_log_txt2img").inner_text()
+    assert "negative prompt (with n*) has no effect" in note, note
 
 
 def test_review_flow_edit_then_generate(ui: Txt2Img, webui: WebUI) -> None:
@@ -408,7 +431,7 @@ def test_suggest_in_img2img(ui: Txt2Img, webui: WebUI) -> None:
     ui.set_dropdown("dnp_img2img_captioner", "blip")
     ui.q("#dnp_img2img_suggest").click()
     note = ui.q("#dnp_img2img_note").first
-    expect(note).to_contain_text(f"suggestion for seed {seed} is in the negative prompt box", timeout=UI_TIMEOUT_MS)
+    expect(note).to_contain_text(f"suggestion for seed {seed} is in the negative prompt box", timeout=RUN_TIMEOUT_MS)
     expected = suggest_api(webui, prompt=prompt, seed=seed, height=72, captioner="blip")["negative_prompts"][0]
     ui.expect_value(ui.q("#img2img_neg_prompt textarea"), expected)
     assert ui.gallery_count("dnp_img2img_dns_gallery") == 1

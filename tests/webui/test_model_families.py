@@ -13,6 +13,7 @@ import shutil
 import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from .conftest import Install, TinyModels, WebUI, start_webui
 from .test_dnp_api import (
     PROMPT,
     SCRIPT_KEY,
+    DnpRun,
     assert_same,
     check_chunk_boundary,
     check_dns_images,
@@ -49,25 +51,36 @@ def family(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+def off_payloads(webui: WebUI) -> dict[str, dict[str, Any]]:
+    """The requests that DNP off must answer exactly as a server without the extension does."""
+    return {
+        "batch": {"prompt": PROMPT, "negative_prompt": "blurry", "batch_size": 2, "seed": 5},
+        "hires": {"prompt": PROMPT, "seed": 6, **hires(webui, denoising_strength=0.5)},
+    }
+
+
 @pytest.fixture(scope="module")
 def servers(
     family: str,
     webui_install: Install,
     family_models: Callable[[str], TinyModels],
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[WebUI, WebUI]]:
-    """(the extension's server with the tiny captioners, the server without the extension) for this family."""
+) -> Iterator[tuple[WebUI, dict[str, DnpRun]]]:
+    """(the extension's server with the tiny captioners, the answers of a server without the extension to
+    off_payloads). One server at a time: Forge's tiny SDXL server holds ~7.5 GB of RAM."""
     models = family_models(family)
-    with (
-        start_webui(webui_install, models, tmp_path_factory.mktemp(f"{family}-dnp"), name=f"{family}-dnp") as dnp,
-        start_webui(
-            webui_install, models, tmp_path_factory.mktemp(f"{family}-ref"), with_extension=False, name=f"{family}-ref"
-        ) as ref,
-    ):
+    with start_webui(
+        webui_install, models, tmp_path_factory.mktemp(f"{family}-ref"), with_extension=False, name=f"{family}-ref"
+    ) as ref:
+        refs = {
+            label: split_response(ref, ref.txt2img(**payload), payload.get("batch_size", 1))
+            for label, payload in off_payloads(ref).items()
+        }
+    with start_webui(webui_install, models, tmp_path_factory.mktemp(f"{family}-dnp"), name=f"{family}-dnp") as dnp:
         if SCRIPT_KEY not in dnp.get("/sdapi/v1/scripts")["txt2img"]:
             pytest.fail(f"the WebUI did not register {SCRIPT_KEY!r}", pytrace=False)
         dnp.use_tiny_captioners()
-        yield dnp, ref
+        yield dnp, refs
 
 
 def both(*families: str) -> pytest.MarkDecorator:
@@ -75,7 +88,7 @@ def both(*families: str) -> pytest.MarkDecorator:
 
 
 @both("sdxl", "sd2-v")
-def test_loads_as_its_family(servers: tuple[WebUI, WebUI], family: str) -> None:
+def test_loads_as_its_family(servers: tuple[WebUI, dict[str, DnpRun]], family: str) -> None:
     dnp, _ = servers
     title = dnp.get_options()["sd_model_checkpoint"]
     assert dnp.models.checkpoint.stem in title, f"the server runs {title!r}, not the tiny {family} checkpoint"
@@ -95,7 +108,7 @@ def test_loads_as_its_family(servers: tuple[WebUI, WebUI], family: str) -> None:
 
 
 @both("sdxl", "sd2-v")
-def test_dns_images_are_eq19_runs_and_images_plain_runs(servers: tuple[WebUI, WebUI]) -> None:
+def test_dns_images_are_eq19_runs_and_images_plain_runs(servers: tuple[WebUI, dict[str, DnpRun]]) -> None:
     dnp, _ = servers
     payload = {"prompt": PROMPT, "negative_prompt": "blurry", "batch_size": 2, "seed": 321}
     run = run_dnp(dnp, {"enabled": True, "show_dns": True}, 2, **payload)
@@ -108,17 +121,12 @@ def test_dns_images_are_eq19_runs_and_images_plain_runs(servers: tuple[WebUI, We
 
 
 @both("sdxl", "sd2-v")
-def test_dnp_off_is_identical_to_no_extension(servers: tuple[WebUI, WebUI]) -> None:
-    dnp, ref = servers
-    payloads = {
-        "batch": {"prompt": PROMPT, "negative_prompt": "blurry", "batch_size": 2, "seed": 5},
-        "hires": {"prompt": PROMPT, "seed": 6, **hires(dnp, denoising_strength=0.5)},
-    }
+def test_dnp_off_is_identical_to_no_extension(servers: tuple[WebUI, dict[str, DnpRun]]) -> None:
+    dnp, refs = servers
     args = {"enabled": False, "show_dns": True, "dns_steps": 8, "per_image": False}
-    for label, payload in payloads.items():
-        n = payload.get("batch_size", 1)
-        want = split_response(ref, ref.txt2img(**payload), n)
-        got = split_response(dnp, dnp.txt2img(**payload, alwayson_scripts=script_args(args)), n)
+    for label, payload in off_payloads(dnp).items():
+        want = refs[label]
+        got = split_response(dnp, dnp.txt2img(**payload, alwayson_scripts=script_args(args)), len(want.images))
         assert len(got.images) == len(want.images) and not got.dns_images, f"{label}: extra images"
         for i, (a, b) in enumerate(zip(got.images, want.images, strict=True)):
             assert_same(a, b, f"{label}: image {i} vs the server without the extension")
@@ -127,14 +135,14 @@ def test_dnp_off_is_identical_to_no_extension(servers: tuple[WebUI, WebUI]) -> N
 
 @both("sdxl")
 def test_batch_negatives_across_a_chunk_boundary(
-    servers: tuple[WebUI, WebUI],
+    servers: tuple[WebUI, dict[str, DnpRun]],
     chunk_counter: Callable[[list[str]], list[int]],  # noqa: F811
 ) -> None:
     check_chunk_boundary(servers[0], chunk_counter, {"prompt": PROMPT, "batch_size": 4, "seed": 100})
 
 
 @both("sdxl")
-def test_hires_fix(servers: tuple[WebUI, WebUI]) -> None:
+def test_hires_fix(servers: tuple[WebUI, dict[str, DnpRun]]) -> None:
     dnp, _ = servers
     payload = {"prompt": PROMPT, "negative_prompt": "blurry", "seed": 55, "hr_negative_prompt": "lowres", **hires(dnp)}
     run = run_dnp(dnp, {"enabled": True, "show_dns": True}, 1, **payload)
@@ -167,7 +175,7 @@ def derive_refiner(checkpoint: Path, dest_dir: Path) -> Path:
 
 
 @both("sdxl")
-def test_refiner_is_kept_by_the_main_run_and_never_used_by_dns(servers: tuple[WebUI, WebUI]) -> None:
+def test_refiner_is_kept_by_the_main_run_and_never_used_by_dns(servers: tuple[WebUI, dict[str, DnpRun]]) -> None:
     dnp, _ = servers
     derive_refiner(dnp.models.checkpoint, dnp.data_dir / "models" / "Stable-diffusion")
     dnp.post("/sdapi/v1/refresh-checkpoints")
@@ -188,7 +196,7 @@ def test_refiner_is_kept_by_the_main_run_and_never_used_by_dns(servers: tuple[We
 
 
 @both("sdxl")
-def test_suggest(servers: tuple[WebUI, WebUI]) -> None:
+def test_suggest(servers: tuple[WebUI, dict[str, DnpRun]]) -> None:
     dnp, _ = servers
     small = {"width": 64, "height": 64, "steps": 4, "sampler_name": "Euler", "cfg_scale": 7.0}
     body = {"prompt": PROMPT, "negative_prompt": "blurry", "seed": 21, "batch_size": 2, "dns_scale": 3.0}
