@@ -208,7 +208,7 @@ def test_cfg_1_says_under_the_gallery_that_the_negative_has_no_effect(ui: Txt2Im
         arg="#html_log_txt2img",
         timeout=UI_TIMEOUT_MS,
     )
-    note = ui.q("#html_log_txt2img").inner_text()
+    note = ui.q("#html_log_txt2img").first.inner_text()
     assert "negative prompt (with n*) has no effect" in note, note
 
 
