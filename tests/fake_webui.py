@@ -526,6 +526,9 @@ class ScriptRunner:
         for script, args in self.scripts:
             script.process(p, *args)
 
+    def post_sample(self, p: Any, ps: Any) -> None:
+        pass  # no fake script uses it; the DNS pass's own runner does
+
     def postprocess(self, p: Any, processed: Any) -> None:
         for script, args in self.scripts:
             script.postprocess(p, processed, *args)
@@ -793,6 +796,8 @@ class FakeWebUI:
             if self.on_sample is not None:
                 self.on_sample(p, n)
             latents = sample(p, len(indices), self.cfg_callbacks, state, self.calls[-1])
+            if p.scripts is not None:
+                p.scripts.post_sample(p, types.SimpleNamespace(samples=latents))  # then decoding, before nextjob
             for j, i in enumerate(indices):
                 images.append(fake_image(p, i, None if latents is None else latents[j].tolist()))
                 params = {

@@ -272,8 +272,10 @@ def test_enabled_run(web, glue, captioners, merge):
     assert web.state.job_count == p.n_iter + 4
     assert web.state.job_no == 4
     phases = [t for t in web.state.textinfos if t]
-    assert [t.split(",")[0] for t in phases[:4]] == ["DNP: diffusion-negative sampling"] * 2 + ["DNP: captioning"] * 2
-    assert "batch 2 of 2" in phases[1] and phases[-1].startswith("DNP: generating")
+    # sampling is over when the WebUI decodes and counts the DNS job done: the DNS pass says so first
+    dns_phases = ["DNP: diffusion-negative sampling", "DNP: decoding the diffusion-negative images"] * 2
+    assert [t.split(",")[0] for t in phases[:6]] == dns_phases + ["DNP: captioning"] * 2
+    assert "batch 2 of 2" in phases[2] and phases[-1].startswith("DNP: generating")
 
     # each nested run switches token merging off on its way out; the main run gets its ratio back
     tome = [e[2] for e in web.events if e[0] == "token_merging"]

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from modules import processing, sd_models
-from modules.shared import opts
+from modules.shared import opts, state
 
 from ..args import DnpArgs, DnpArgsError, preview_steps
 from ..guidance import dns_to_webui_cfg_scale
@@ -28,6 +28,8 @@ DNS_OVERRIDES: dict[str, Any] = {
     "pad_cond_uncond_v0": False,
 }
 
+DECODING = "DNP: decoding the diffusion-negative images"
+
 
 class NoScripts:
     """``p.scripts`` of the DNS pass: a script runner that runs no script.
@@ -40,6 +42,11 @@ class NoScripts:
     scripts: tuple[Any, ...] = ()
     alwayson_scripts: tuple[Any, ...] = ()
     selectable_scripts: tuple[Any, ...] = ()
+
+    def post_sample(self, p: Any, ps: Any) -> None:
+        # Sampling is over: the WebUI now decodes, counts the job done and converts the images, all before the
+        # pipeline names its next phase; progress must not go on calling that time diffusion-negative sampling.
+        state.textinfo = DECODING
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
